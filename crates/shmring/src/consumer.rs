@@ -1,0 +1,473 @@
+//! The consumer side: hand out published records in ring order, borrowed
+//! in place, and free their space when the last borrow ends.
+//!
+//! The consumer is the trusted side. Everything it reads from the segment
+//! (cursors, stamps, lengths, slot numbers) may have been written by a
+//! broken or hostile producer, so each value is checked before it is used
+//! and the consumer's own cursors live in private memory: the shared copies
+//! are only ever stored, for producers and `stat`, never trusted on read.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backing::Backing;
+use crate::error::{Error, Result};
+use crate::layout::{classify_stamp, consumer_state, record_size, Geometry, Header, StampState, MAX_PRODUCERS};
+use crate::liveness;
+use crate::recovery::{self, StallVerdict};
+use crate::signal::Signal;
+use crate::sync::{fence, Ordering};
+
+/// Reads records from one ring. There is one consumer per ring.
+pub struct Consumer<B: Backing> {
+    backing: Arc<B>,
+    geometry: Geometry,
+    stall_timeout: Duration,
+    state: RefCell<State>,
+}
+
+struct State {
+    /// Next record to hand out.
+    peek: u64,
+    /// Everything before it has been released.
+    read: u64,
+    /// Private copy of `write`; the shared one is read only when this one
+    /// says the ring may be empty.
+    cached_write: u64,
+    /// Records handed out or stepped over and not yet released, in ring
+    /// order: `read` advances over the released prefix.
+    held: VecDeque<Held>,
+    /// When the head record was first seen claimed but unpublished.
+    stall_since: Option<Instant>,
+    counters: Counters,
+}
+
+#[derive(Clone, Copy)]
+struct Held {
+    position: u64,
+    end: u64,
+    released: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    frames: u64,
+    bytes: u64,
+    skipped: u64,
+    recovered: u64,
+    corrupt: u64,
+    sleeps: u64,
+    space_posts: u64,
+}
+
+impl<B: Backing> Consumer<B> {
+    /// Becomes the consumer of `backing`, resuming at its `read` cursor:
+    /// records that an earlier consumer received but did not release are
+    /// handed out again.
+    pub(crate) fn start(backing: Arc<B>) -> Result<Self> {
+        let geometry = *backing.geometry();
+        let header = backing.header();
+        // Acquire: SYNC POINT: pairs with the Release store of `read` by an
+        // earlier consumer (its frames were finished with).
+        let read = header.read.position.load(Ordering::Acquire);
+        // Acquire: SYNC POINT: pairs with the producers' Release CAS on
+        // `write`.
+        let write = header.write.position.load(Ordering::Acquire);
+        if read % crate::layout::RECORD_ALIGN != 0 || read > write || write - read > geometry.capacity {
+            return Err(Error::Corrupt {
+                position: read,
+                reason: format!("cursors out of order: read {read}, write {write}, capacity {}", geometry.capacity),
+            });
+        }
+        let line = &header.consumer;
+        line.pid.store(liveness::own_pid(), Ordering::Relaxed);
+        line.start_time.store(liveness::own_start_time(), Ordering::Relaxed);
+        line.generation.fetch_add(1, Ordering::Relaxed);
+        // Release: SYNC POINT: pairs with the Acquire load of `state` in
+        // `producer::consumer_liveness`; pid and start time come first.
+        line.state.store(consumer_state::ATTACHED, Ordering::Release);
+        header.peek.position.store(read, Ordering::Relaxed);
+        let c = &header.consumed;
+        let counters = Counters {
+            frames: c.frames.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
+            recovered: c.recovered.load(Ordering::Relaxed),
+            corrupt: c.corrupt.load(Ordering::Relaxed),
+            sleeps: c.sleeps.load(Ordering::Relaxed),
+            space_posts: c.space_posts.load(Ordering::Relaxed),
+        };
+        #[cfg(feature = "tracing")]
+        tracing::info!(read, write, capacity = geometry.capacity, "consumer attached");
+        Ok(Consumer {
+            stall_timeout: Duration::from_micros(geometry.stall_timeout_us.max(1)),
+            backing,
+            geometry,
+            state: RefCell::new(State {
+                peek: read,
+                read,
+                cached_write: read,
+                held: VecDeque::new(),
+                stall_since: None,
+                counters,
+            }),
+        })
+    }
+
+    /// The ring's geometry (capacity, largest payload).
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// How long an unpublished head record may stall before its producer's
+    /// liveness is checked.
+    pub fn set_stall_timeout(&mut self, timeout: Duration) {
+        self.stall_timeout = timeout;
+    }
+
+    /// The next published record, if there is one now.
+    ///
+    /// `Err(Error::Corrupt { .. })` reports a record or cursor the consumer
+    /// refused; it has been counted and, where a safe point exists, stepped
+    /// over, so the next call continues after it.
+    pub fn try_recv(&self) -> Result<Option<Frame<'_, B>>> {
+        let mut st = self.state.borrow_mut();
+        // Every pass either returns or moves `peek` forward by at least one
+        // record, and `peek` never passes `write`: the loop is bounded by
+        // capacity / 64 passes even against a hostile producer.
+        loop {
+            let head = st.peek;
+            if head == st.cached_write {
+                let write = self.load_write(&mut st)?;
+                if write == head {
+                    st.stall_since = None;
+                    return Ok(None);
+                }
+            }
+            let record = self.backing.record(head);
+            // Acquire: SYNC POINT: pairs with the Release store of the stamp
+            // in `Producer::publish_fields`: the payload and header fields
+            // written before it are visible.
+            let stamp = record.stamp.load(Ordering::Acquire);
+            let state = classify_stamp(stamp, head, self.geometry.salt);
+            if state == StampState::Unpublished {
+                match self.on_stall(&mut st)? {
+                    true => continue,
+                    false => return Ok(None),
+                }
+            }
+            st.stall_since = None;
+            let len = u64::from(record.len.load(Ordering::Relaxed));
+            if len > self.geometry.max_payload {
+                return Err(self.corrupt(&mut st, head, format!("length {len} exceeds the largest payload")));
+            }
+            let end = head + record_size(len);
+            if end > st.cached_write && end > self.load_write(&mut st)? {
+                return Err(self.corrupt(&mut st, head, format!("record of {len} bytes runs past the write cursor")));
+            }
+            let producer = record.producer.load(Ordering::Relaxed);
+            if producer as usize >= MAX_PRODUCERS {
+                return Err(self.corrupt(&mut st, head, format!("producer slot {producer} out of range")));
+            }
+            if state == StampState::Skipped {
+                st.counters.skipped += 1;
+                self.header().consumed.skipped.store(st.counters.skipped, Ordering::Relaxed);
+                self.step_over(&mut st, head, end);
+                continue;
+            }
+            let kind = record.kind.load(Ordering::Relaxed);
+            let flags = record.flags.load(Ordering::Relaxed);
+            let sequence = record.sequence.load(Ordering::Relaxed);
+            st.peek = end;
+            st.held.push_back(Held { position: head, end, released: false });
+            st.counters.frames += 1;
+            st.counters.bytes += len;
+            let header = self.header();
+            header.consumed.frames.store(st.counters.frames, Ordering::Relaxed);
+            header.consumed.bytes.store(st.counters.bytes, Ordering::Relaxed);
+            // Relaxed: `peek` is published for introspection only.
+            header.peek.position.store(end, Ordering::Relaxed);
+            return Ok(Some(Frame {
+                consumer: self,
+                position: head,
+                data: self.backing.payload(head),
+                len: len as usize,
+                kind,
+                flags,
+                producer,
+                sequence,
+            }));
+        }
+    }
+
+    /// Waits for the next record, as long as it takes.
+    pub fn recv(&self) -> Result<Frame<'_, B>> {
+        loop {
+            if let Some(frame) = self.recv_deadline(None)? {
+                return Ok(frame);
+            }
+        }
+    }
+
+    /// Waits at most `timeout` for the next record.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Frame<'_, B>>> {
+        self.recv_deadline(Some(Instant::now() + timeout))
+    }
+
+    fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Option<Frame<'_, B>>> {
+        let waiting = &self.header().waiters.consumer_waiting;
+        loop {
+            if let Some(frame) = self.try_recv()? {
+                return Ok(Some(frame));
+            }
+            let mut slice = self.stall_timeout.min(Duration::from_millis(100));
+            if let Some(deadline) = deadline {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(None);
+                }
+                slice = slice.min(deadline - now);
+            }
+            waiting.store(1, Ordering::Relaxed);
+            // SeqCst fence: SYNC POINT: the Dekker pair of the fence in
+            // `Producer::wake_consumer`: either we see the new stamp in the
+            // re-check below, or that producer sees our announcement and
+            // posts.
+            fence(Ordering::SeqCst);
+            if self.head_published() {
+                waiting.store(0, Ordering::Relaxed);
+                continue;
+            }
+            {
+                let mut st = self.state.borrow_mut();
+                st.counters.sleeps += 1;
+                self.header().consumed.sleeps.store(st.counters.sleeps, Ordering::Relaxed);
+            }
+            self.backing.data_available().wait(slice);
+            waiting.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the record at `peek` is published (re-check before sleep).
+    fn head_published(&self) -> bool {
+        let head = self.state.borrow().peek;
+        // Acquire: SYNC POINT: pairs with the Release store of the stamp in
+        // `Producer::publish_fields`.
+        let stamp = self.backing.record(head).stamp.load(Ordering::Acquire);
+        classify_stamp(stamp, head, self.geometry.salt) != StampState::Unpublished
+    }
+
+    /// Number of records handed out and not yet released.
+    pub fn held(&self) -> usize {
+        self.state.borrow().held.iter().filter(|h| !h.released).count()
+    }
+
+    /// Bytes between `read` and `write`: in use by records not yet
+    /// released, published or not.
+    pub fn used_bytes(&self) -> u64 {
+        let st = self.state.borrow();
+        st.cached_write.saturating_sub(st.read)
+    }
+
+    fn header(&self) -> &Header {
+        self.backing.header()
+    }
+
+    /// Loads and checks the shared `write` cursor.
+    fn load_write(&self, st: &mut State) -> Result<u64> {
+        // Acquire: SYNC POINT: pairs with the Release CAS on `write` in
+        // `Producer::try_claim`: claims we see come with their announcements.
+        let write = self.header().write.position.load(Ordering::Acquire);
+        if write < st.cached_write
+            || write % crate::layout::RECORD_ALIGN != 0
+            || write - st.read > self.geometry.capacity
+        {
+            let reason = format!(
+                "write cursor {write} is impossible (read {}, previous write {}, capacity {})",
+                st.read, st.cached_write, self.geometry.capacity
+            );
+            let position = st.peek;
+            st.counters.corrupt += 1;
+            self.header().consumed.corrupt.store(st.counters.corrupt, Ordering::Relaxed);
+            #[cfg(feature = "tracing")]
+            tracing::error!(position, %reason, "corrupt cursor");
+            return Err(Error::Corrupt { position, reason });
+        }
+        st.cached_write = write;
+        Ok(write)
+    }
+
+    /// The head record is claimed but unpublished. Returns whether the
+    /// stall was resolved (the head moved).
+    fn on_stall(&self, st: &mut State) -> Result<bool> {
+        let now = Instant::now();
+        let since = *st.stall_since.get_or_insert(now);
+        if now.duration_since(since) < self.stall_timeout {
+            return Ok(false);
+        }
+        let head = st.peek;
+        match recovery::examine_stall(self.header(), &self.geometry, self.backing.as_ref(), head, st.cached_write) {
+            StallVerdict::OwnerAlive => {
+                // A slow producer: never skip it. Check again later.
+                st.stall_since = Some(now);
+                Ok(false)
+            }
+            StallVerdict::Published => Ok(true),
+            StallVerdict::OwnerDead { size, pid } => {
+                st.counters.recovered += 1;
+                self.header().consumed.recovered.store(st.counters.recovered, Ordering::Relaxed);
+                #[cfg(feature = "tracing")]
+                tracing::warn!(position = head, size, pid, "producer died between claim and commit; record recovered");
+                let _ = pid;
+                self.step_over(st, head, head + size);
+                st.stall_since = None;
+                recovery::free_dead_slots(self.header(), st.peek);
+                Ok(true)
+            }
+            StallVerdict::Unclaimed => {
+                Err(self.corrupt(st, head, "unpublished record that no producer claims".to_string()))
+            }
+        }
+    }
+
+    /// Counts a corrupt record at `position`, steps to the next safe point
+    /// after it, and returns the error to report.
+    fn corrupt(&self, st: &mut State, position: u64, reason: String) -> Error {
+        st.counters.corrupt += 1;
+        self.header().consumed.corrupt.store(st.counters.corrupt, Ordering::Relaxed);
+        #[cfg(feature = "tracing")]
+        tracing::error!(position, %reason, "corrupt record");
+        let safe =
+            recovery::next_safe_point(self.header(), &self.geometry, self.backing.as_ref(), position, st.cached_write);
+        self.step_over(st, position, safe);
+        st.stall_since = None;
+        Error::Corrupt { position, reason }
+    }
+
+    /// Moves `peek` from `position` to `end` over a range nobody will read
+    /// (skip record, recovered or corrupt record): it is released at once.
+    fn step_over(&self, st: &mut State, position: u64, end: u64) {
+        debug_assert_eq!(st.peek, position);
+        st.peek = end;
+        self.header().peek.position.store(end, Ordering::Relaxed);
+        st.held.push_back(Held { position, end, released: true });
+        self.advance_read(st);
+    }
+
+    fn release(&self, position: u64) {
+        let mut st = self.state.borrow_mut();
+        if let Some(held) = st.held.iter_mut().find(|h| h.position == position) {
+            held.released = true;
+        }
+        self.advance_read(&mut st);
+    }
+
+    fn advance_read(&self, st: &mut State) {
+        let before = st.read;
+        while let Some(front) = st.held.front().copied() {
+            if !front.released {
+                break;
+            }
+            st.held.pop_front();
+            st.read = front.end;
+        }
+        if st.read == before {
+            return;
+        }
+        let header = self.header();
+        // Release: SYNC POINT: pairs with the Acquire load of `read` in
+        // `Producer::try_claim`: we are done reading everything before it.
+        header.read.position.store(st.read, Ordering::Release);
+        // SeqCst fence: SYNC POINT: the Dekker pair of the fence in
+        // `Producer::sleep_for_space`.
+        fence(Ordering::SeqCst);
+        if header.waiters.producers_waiting.load(Ordering::Relaxed) != 0 {
+            self.backing.space_available().post();
+            st.counters.space_posts += 1;
+            header.consumed.space_posts.store(st.counters.space_posts, Ordering::Relaxed);
+        }
+    }
+
+    /// The shared backing (for stats and descriptors).
+    pub(crate) fn backing(&self) -> &Arc<B> {
+        &self.backing
+    }
+}
+
+impl<B: Backing> Drop for Consumer<B> {
+    fn drop(&mut self) {
+        // Release: SYNC POINT: pairs with the Acquire load in
+        // `producer::consumer_liveness`: producers learn the ring is closed.
+        self.header().consumer.state.store(consumer_state::CLOSED, Ordering::Release);
+    }
+}
+
+/// One record, borrowed in place from the ring. Its space is freed when the
+/// frame is dropped (and every older frame too: space is reused in order).
+pub struct Frame<'a, B: Backing> {
+    consumer: &'a Consumer<B>,
+    position: u64,
+    data: *const u8,
+    len: usize,
+    kind: u32,
+    flags: u32,
+    producer: u32,
+    sequence: u64,
+}
+
+impl<B: Backing> Frame<'_, B> {
+    /// The record kind the producer set.
+    pub fn kind(&self) -> u32 {
+        self.kind
+    }
+    /// The application flags the producer set.
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+    /// Absolute ring position of the record (unique over the ring's life).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+    /// Producer-table slot of the producer that wrote it.
+    pub fn producer(&self) -> u32 {
+        self.producer
+    }
+    /// That producer's sequence number for this record (drops leave gaps).
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+}
+
+impl<B: Backing> Deref for Frame<'_, B> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the record was published (its stamp matched) and checked
+        // to lie within the claimed region; its `len <= max_payload` bytes
+        // are in the mapping, and producers cannot reuse them before this
+        // frame is released (`read` stays behind it). A hostile producer
+        // could still write into them: readers get bytes, never UB in our
+        // code, since `[u8]` has no invalid values.
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+}
+
+impl<B: Backing> Drop for Frame<'_, B> {
+    fn drop(&mut self) {
+        self.consumer.release(self.position);
+    }
+}
+
+impl<B: Backing> std::fmt::Debug for Frame<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame")
+            .field("position", &self.position)
+            .field("len", &self.len)
+            .field("kind", &self.kind)
+            .field("producer", &self.producer)
+            .field("sequence", &self.sequence)
+            .finish()
+    }
+}

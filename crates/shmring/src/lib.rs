@@ -1,0 +1,82 @@
+//! A lock-free multi-producer, single-consumer ring in one memfd segment,
+//! for moving real-time media between processes without copies through the
+//! kernel.
+//!
+//! Producers (threads or processes) claim space with one CAS, write a
+//! record in place and publish it with one Release store. The consumer
+//! reads records where they lie and frees their space when it drops them.
+//! Named POSIX semaphores wake a sleeping side; while both sides are busy no
+//! system call is made.
+//!
+//! ```
+//! use shmring::{Consumer, Producer, RingOptions};
+//!
+//! // The consumer creates the ring (a memfd and two semaphores).
+//! let consumer = Consumer::create_anonymous(&RingOptions::with_capacity(1 << 20))?;
+//!
+//! // A producer attaches from the ring's descriptors; another process would
+//! // receive them by inheritance (`SHMRING_FD`) or over the rendezvous socket.
+//! let mut producer = Producer::attach(consumer.fds().try_clone()?)?;
+//! producer.send(1, b"hello")?;
+//!
+//! // Or write in place: reserve, fill, commit.
+//! let mut slot = producer.reserve(4)?;
+//! slot.copy_from_slice(&[1, 2, 3, 4]);
+//! slot.set_kind(2);
+//! slot.commit();
+//!
+//! let first = consumer.recv()?;
+//! assert_eq!((first.kind(), &first[..]), (1, &b"hello"[..]));
+//! let second = consumer.recv()?; // several frames may be held at once
+//! assert_eq!(&second[..], &[1, 2, 3, 4]);
+//! drop(first); // space is freed in ring order, when both are dropped
+//! drop(second);
+//! assert_eq!(consumer.stats().consumed_frames, 2);
+//! # Ok::<(), shmring::Error>(())
+//! ```
+//!
+//! Modules, one concept each: [`layout`] (the shared contract), `segment`
+//! (memfd, seals, double mapping), `producer` and `consumer` (the protocol),
+//! `signal` (waiter flags and semaphores), `recovery` (dead producers and
+//! corrupt records), `liveness`, [`stats`], `name`, and `rendezvous`
+//! (attach by name).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_debug_implementations)]
+#![allow(missing_debug_implementations)]
+
+mod backing;
+mod consumer;
+mod error;
+pub mod layout;
+mod liveness;
+mod name;
+mod producer;
+mod recovery;
+mod ring;
+mod segment;
+mod signal;
+pub mod stats;
+mod sync;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+#[cfg(all(any(test, feature = "heap"), not(loom)))]
+pub use backing::heap::HeapBacking;
+pub use backing::Backing;
+pub use consumer::{Consumer, Frame};
+pub use error::{Error, Result};
+pub use liveness::Liveness;
+pub use name::{runtime_dir, socket_path, validate as validate_name};
+pub use producer::{FullPolicy, Producer, Reservation};
+pub use ring::{InheritableFds, MappedRing, RingConsumer, RingFds, RingOptions, RingProducer};
+pub use segment::HugePages;
+pub use signal::{Semaphore, Signal};
+pub use stats::{ProducerStats, RingView, Stats};
+
+/// Process liveness checks (pid + start time) used by recovery.
+pub mod process {
+    pub use crate::liveness::{check, own_pid, own_start_time, Liveness};
+}

@@ -1,0 +1,176 @@
+//! What the consumer does when the head record stays unpublished: find who
+//! claimed it in the producer table, wait for it while it lives, step over
+//! its record once it is dead, and find a safe point after anything corrupt.
+//!
+//! Nothing here depends on zeroed memory: a record's owner is known from the
+//! announcement each producer stores in its slot before its claim, and a
+//! boundary is recognised by a stamp that encodes its own position.
+
+use crate::backing::Backing;
+use crate::layout::{
+    classify_stamp, slot_state, Geometry, Header, StampState, NO_CLAIM, RECORD_ALIGN, RECORD_HEADER_SPAN,
+};
+use crate::liveness::{self, Liveness};
+use crate::sync::Ordering;
+
+/// What a stalled head turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum StallVerdict {
+    /// It was published while we looked.
+    Published,
+    /// Its producer lives: it is slow, not dead. Wait.
+    OwnerAlive,
+    /// Its producer died before publishing; the record spans `size` bytes.
+    OwnerDead { size: u64, pid: u32 },
+    /// No producer claims it: the segment is corrupt.
+    Unclaimed,
+}
+
+pub(crate) fn examine_stall<B: Backing>(
+    header: &Header,
+    geometry: &Geometry,
+    backing: &B,
+    head: u64,
+    write: u64,
+) -> StallVerdict {
+    let mut dead = Vec::new();
+    for slot in &header.slots {
+        // Acquire: SYNC POINT: pairs with the Release store of ACTIVE in
+        // `Producer::join`: the slot's pid and start time are visible.
+        if slot.state.load(Ordering::Acquire) == slot_state::FREE {
+            continue;
+        }
+        // Acquire: SYNC POINT: pairs with the Release store of
+        // `inflight_pos` in `Producer::try_claim`: its size is visible.
+        if slot.inflight_pos.load(Ordering::Acquire) != head {
+            continue;
+        }
+        let size = slot.inflight_size.load(Ordering::Relaxed);
+        let pid = slot.pid.load(Ordering::Relaxed);
+        let start = slot.start_time.load(Ordering::Relaxed);
+        if liveness::check(pid, start) == Liveness::Alive {
+            return StallVerdict::OwnerAlive;
+        }
+        dead.push((size, pid));
+    }
+    // Acquire: SYNC POINT: pairs with the Release store of the stamp in
+    // `Producer::publish_fields`.
+    let stamp = backing.record(head).stamp.load(Ordering::Acquire);
+    if classify_stamp(stamp, head, geometry.salt) != StampState::Unpublished {
+        return StallVerdict::Published;
+    }
+    // Two dead slots may name the same head (one lost its CAS there, then
+    // died): keep the size that ends on a real boundary.
+    dead.into_iter()
+        .find(|&(size, _)| plausible_end(header, geometry, backing, head, size, write))
+        .map(|(size, pid)| StallVerdict::OwnerDead { size, pid })
+        .unwrap_or(StallVerdict::Unclaimed)
+}
+
+/// Whether a record of `size` bytes at `head` would end where another
+/// record starts (or at `write`).
+fn plausible_end<B: Backing>(
+    header: &Header,
+    geometry: &Geometry,
+    backing: &B,
+    head: u64,
+    size: u64,
+    write: u64,
+) -> bool {
+    if size < RECORD_HEADER_SPAN || size % RECORD_ALIGN != 0 || size > geometry.capacity {
+        return false;
+    }
+    let end = head + size;
+    if end > write {
+        return false;
+    }
+    end == write || is_boundary(header, geometry, backing, end)
+}
+
+/// A position where a record starts: its stamp is published for it, or a
+/// producer announced a claim there.
+fn is_boundary<B: Backing>(header: &Header, geometry: &Geometry, backing: &B, position: u64) -> bool {
+    // Acquire: SYNC POINT: pairs with the Release store of the stamp in
+    // `Producer::publish_fields`.
+    let stamp = backing.record(position).stamp.load(Ordering::Acquire);
+    classify_stamp(stamp, position, geometry.salt) != StampState::Unpublished
+        || header.slots.iter().any(|slot| {
+            slot.state.load(Ordering::Acquire) != slot_state::FREE
+                // Acquire: SYNC POINT: pairs with the Release store of
+                // `inflight_pos` in `Producer::try_claim`.
+                && slot.inflight_pos.load(Ordering::Acquire) == position
+        })
+}
+
+/// The first record boundary after the corrupt record at `position`, or
+/// `write` when there is none. Scans at most capacity / 64 positions.
+pub(crate) fn next_safe_point<B: Backing>(
+    header: &Header,
+    geometry: &Geometry,
+    backing: &B,
+    position: u64,
+    write: u64,
+) -> u64 {
+    let announced: Vec<u64> = header
+        .slots
+        .iter()
+        .filter(|slot| slot.state.load(Ordering::Acquire) != slot_state::FREE)
+        // Acquire: SYNC POINT: as in `is_boundary`.
+        .map(|slot| slot.inflight_pos.load(Ordering::Acquire))
+        .filter(|&p| p > position && p < write)
+        .collect();
+    let mut candidate = position + RECORD_ALIGN;
+    while candidate < write {
+        // Acquire: SYNC POINT: as in `is_boundary`.
+        let stamp = backing.record(candidate).stamp.load(Ordering::Acquire);
+        if classify_stamp(stamp, candidate, geometry.salt) != StampState::Unpublished || announced.contains(&candidate)
+        {
+            return candidate;
+        }
+        candidate += RECORD_ALIGN;
+    }
+    write
+}
+
+/// Gives back the slots of dead producers whose last claim lies behind
+/// `peek` (their records were delivered or recovered). Their counters are
+/// folded into the retired totals. Returns how many were freed.
+pub(crate) fn free_dead_slots(header: &Header, peek: u64) -> usize {
+    let mut freed = 0;
+    for slot in &header.slots {
+        // Acquire: SYNC POINT: pairs with the Release store of ACTIVE in
+        // `Producer::join`.
+        if slot.state.load(Ordering::Acquire) != slot_state::ACTIVE {
+            continue;
+        }
+        let claim = slot.inflight_pos.load(Ordering::Acquire);
+        if claim != NO_CLAIM && claim >= peek {
+            continue;
+        }
+        let pid = slot.pid.load(Ordering::Relaxed);
+        if liveness::check(pid, slot.start_time.load(Ordering::Relaxed)) == Liveness::Alive {
+            continue;
+        }
+        let counts = [&slot.frames, &slot.bytes, &slot.drops, &slot.rejected, &slot.data_posts, &slot.waits]
+            .map(|c| c.load(Ordering::Relaxed));
+        // A dead owner cannot race us, but a joining producer may: only one
+        // CAS wins the slot back, and the counters were read before it.
+        if slot
+            .state
+            // Release: SYNC POINT: pairs with the Acquire CAS in
+            // `Producer::join`.
+            .compare_exchange(slot_state::ACTIVE, slot_state::FREE, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
+            let r = &header.retired;
+            let totals = [&r.frames, &r.bytes, &r.drops, &r.rejected, &r.data_posts, &r.waits];
+            for (total, count) in totals.into_iter().zip(counts) {
+                total.fetch_add(count, Ordering::Relaxed);
+            }
+            freed += 1;
+            #[cfg(feature = "tracing")]
+            tracing::info!(pid, "freed the slot of a dead producer");
+        }
+    }
+    freed
+}
