@@ -11,6 +11,7 @@ use std::sync::Arc;
 use loom::thread;
 
 use crate::backing::heap::HeapBacking;
+use crate::backing::Backing;
 use crate::consumer::Consumer;
 use crate::producer::{FullPolicy, Producer};
 
@@ -150,6 +151,6 @@ fn loom_out_of_order_release_never_frees_held_frames() {
                 assert!(d.iter().all(|&x| x == 9));
             }
             None => assert_eq!(dropped, 1),
-        }
+        };
     });
 }
