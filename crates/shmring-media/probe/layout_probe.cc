@@ -1,0 +1,2 @@
+// The same probe, compiled as C++ (see layout_probe.c).
+#include "layout_probe.c"

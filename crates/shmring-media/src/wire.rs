@@ -1,0 +1,44 @@
+//! Copying the wire headers out of and into payload bytes.
+//!
+//! Readers copy the header out once and validate the copy, so a producer
+//! that rewrites the header while the consumer looks at it can change what
+//! the bytes mean, but never make a checked length or offset stale.
+
+use crate::sys::{shmring_audio_header, shmring_video_header};
+
+/// A header struct of integers only: every bit pattern is a valid value.
+///
+/// # Safety
+///
+/// Implementors must be `#[repr(C)]` structs made only of integers and
+/// arrays of integers (no padding bytes the compiler may assume anything
+/// about, no pointers, no enums, no bools).
+pub(crate) unsafe trait Plain: Copy {}
+
+// SAFETY: bindgen structs of `u8`/`u16`/`u32`/`i64`/`u64` fields and arrays,
+// with the padding spelled out as fields (the C header's rule).
+unsafe impl Plain for shmring_video_header {}
+// SAFETY: as above.
+unsafe impl Plain for shmring_audio_header {}
+
+/// Copies a `T` from the start of `bytes`, or `None` if it is too short.
+pub(crate) fn read<T: Plain>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: `bytes` holds at least `size_of::<T>()` readable bytes, the
+    // read is unaligned, and `T: Plain` is valid for any bit pattern.
+    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+/// Copies `value` to the start of `bytes`.
+///
+/// # Panics
+///
+/// If `bytes` is shorter than `T` (callers size the payload first).
+pub(crate) fn write<T: Plain>(bytes: &mut [u8], value: &T) {
+    assert!(bytes.len() >= size_of::<T>(), "payload too short for its header");
+    // SAFETY: `bytes` holds at least `size_of::<T>()` writable bytes that
+    // nothing else borrows (`&mut`), and the write is unaligned.
+    unsafe { bytes.as_mut_ptr().cast::<T>().write_unaligned(*value) }
+}
