@@ -1,0 +1,23 @@
+//! Entry point of `shim_test`: the program is C++ (`ffi/tests/shim_test.cc`, built
+//! with Chromium's flags by this package's build script); this only hands
+//! it `argv`.
+
+use std::ffi::{c_char, c_int, CString};
+
+// Links the shim's bridge (the C++ program calls into it).
+use shmring_ffi as _;
+
+extern "C" {
+    fn shmring_shim_test_main(argc: c_int, argv: *mut *mut c_char) -> c_int;
+}
+
+fn main() {
+    let args: Vec<CString> =
+        std::env::args_os().map(|a| CString::new(a.into_encoded_bytes()).expect("no NUL in arguments")).collect();
+    let mut argv: Vec<*mut c_char> = args.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv.push(std::ptr::null_mut());
+    // SAFETY: `argv` holds `args.len()` valid NUL-terminated strings and a
+    // null terminator, all alive across the call; the C++ side only reads.
+    let code = unsafe { shmring_shim_test_main(args.len() as c_int, argv.as_mut_ptr()) };
+    std::process::exit(code);
+}
