@@ -54,8 +54,7 @@ impl ShimProducer {
     }
 
     pub(crate) fn max_payload(&self) -> u64 {
-        self.with_lane(|guard| guard.producer().map(|p| p.max_payload() as u64).map_err(MediaError::from))
-            .unwrap_or(0)
+        self.with_lane(|guard| guard.producer().map(|p| p.max_payload() as u64).map_err(MediaError::from)).unwrap_or(0)
     }
 
     /// Runs `f` on a claimed lane; maps every failure to a status.
@@ -169,9 +168,9 @@ impl ShimProducer {
         };
         // SAFETY: the producer is used only by the `VideoSlot` made here,
         // which `HeldVideo` stores beside `lane` and drops before it.
-        let reserved = unsafe { lane.producer_detached() }
-            .map_err(MediaError::from)
-            .and_then(|producer| shmring_media::reserve_video(producer, &video_meta(desc), format, desc.width, desc.height));
+        let reserved = unsafe { lane.producer_detached() }.map_err(MediaError::from).and_then(|producer| {
+            shmring_media::reserve_video(producer, &video_meta(desc), format, desc.width, desc.height)
+        });
         Box::new(match reserved {
             Ok(slot) => ShimVideoSlot::holding(slot, lane),
             Err(e) => ShimVideoSlot::empty(status_of(&e, lane.counters())),
