@@ -33,6 +33,9 @@ struct Options {
   double seconds = 10.0;
   uint64_t frames = 0;  // per video stream; 0: run for `seconds`
   double fps = 30.0;    // 0: as fast as possible
+  // Test of the consumer's checks: flips one pixel of this frame of stream
+  // 2 after it is filled (-1: never).
+  int64_t corrupt_frame = -1;
 };
 
 uint64_t ThreadCpuNs() {
@@ -136,6 +139,7 @@ void VideoThread(const shmring::Producer& producer, const Options& o, uint32_t s
       shmring_pattern::FillPlane(slot.plane(1), slot.stride(1), cw, ch, stream, n, 1);
       shmring_pattern::FillPlane(slot.plane(2), slot.stride(2), cw, ch, stream, n, 2);
       shmring_pattern::StampCounter(slot.plane(0), stream, n);
+      if (static_cast<int64_t>(n) == o.corrupt_frame) slot.plane(2)[slot.stride(2) * (ch - 1) + cw - 1] ^= 0x40;
       Count(report, slot.Commit());
       continue;
     }
@@ -199,7 +203,7 @@ void AudioThread(const shmring::Producer& producer, const Options& o, Clock::tim
 }
 
 bool ParseArgs(int argc, char** argv, Options* o) {
-  for (int i = 1; i < argc; ++i) {
+  for (int i = 1; i < argc; i += 2) {
     const std::string_view arg = argv[i];
     const char* value = i + 1 < argc ? argv[i + 1] : nullptr;
     if (arg == "--shmring-fd" && value) {
@@ -210,13 +214,14 @@ bool ParseArgs(int argc, char** argv, Options* o) {
       o->frames = std::strtoull(value, nullptr, 10);
     } else if (arg == "--fps" && value) {
       o->fps = std::atof(value);
+    } else if (arg == "--corrupt-frame" && value) {
+      o->corrupt_frame = std::strtoll(value, nullptr, 10);
     } else {
       std::fprintf(stderr,
-                   "usage: fake_renderer [--shmring-fd M:D:S] [--seconds S] [--frames N] [--fps F]\n"
+                   "usage: fake_renderer [--shmring-fd M:D:S] [--seconds S] [--frames N] [--fps F] [--corrupt-frame N]\n"
                    "  descriptors come from --shmring-fd or SHMRING_FD\n");
       return false;
     }
-    ++i;
   }
   return true;
 }
