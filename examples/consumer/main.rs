@@ -12,6 +12,9 @@
 //!          [--no-resize-check] [--timeout SECONDS] [-- RENDERER ARGS...]
 //! ```
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod pattern;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,9 @@
 //! with Chromium's flags by this package's build script); this only hands
 //! it `argv`.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::ffi::{c_char, c_int, CString};
 
 // Links the shim's bridge (the C++ program calls into it).

@@ -56,7 +56,7 @@ unsafe impl Sync for Lanes {}
 thread_local! {
     /// The lane this thread used last: threads settle on distinct lanes
     /// and mostly win their CAS at the first try.
-    static PREFERRED: Cell<usize> = Cell::new(usize::MAX);
+    static PREFERRED: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 static NEXT_START: AtomicUsize = AtomicUsize::new(0);
 
