@@ -54,6 +54,8 @@ mod liveness;
 mod name;
 mod producer;
 mod recovery;
+#[cfg(feature = "rendezvous")]
+pub mod rendezvous;
 mod ring;
 mod segment;
 mod signal;
@@ -62,6 +64,8 @@ mod sync;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
+#[cfg(all(test, not(loom)))]
+mod protocol_tests;
 
 #[cfg(all(any(test, feature = "heap"), not(loom)))]
 pub use backing::heap::HeapBacking;
@@ -71,6 +75,8 @@ pub use error::{Error, Result};
 pub use liveness::Liveness;
 pub use name::{runtime_dir, socket_path, validate as validate_name};
 pub use producer::{FullPolicy, Producer, Reservation};
+#[cfg(feature = "rendezvous")]
+pub use rendezvous::{AccessPolicy, RendezvousServer};
 pub use ring::{InheritableFds, MappedRing, RingConsumer, RingFds, RingOptions, RingProducer};
 pub use segment::HugePages;
 pub use signal::{Semaphore, Signal};
