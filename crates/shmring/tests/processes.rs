@@ -87,7 +87,7 @@ fn peer() {
         }
         "sandboxed-send" => {
             install_open_and_socket_filter();
-            let err = std::fs::File::open("/etc/hostname").err().expect("open must fail in the sandbox");
+            let err = std::fs::File::open("/etc/hostname").expect_err("open must fail in the sandbox");
             assert_eq!(err.raw_os_error(), Some(libc::EPERM));
             assert!(std::os::unix::net::UnixStream::connect("/nonexistent").is_err());
             // SAFETY: the parent passed these descriptors for us in SHMRING_FD.
