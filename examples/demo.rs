@@ -199,7 +199,11 @@ fn main() {
     let producer_cpu = cpu_seconds(libc::RUSAGE_CHILDREN);
     let stats = consumer.stats();
     let frames = video + audio;
-    println!("  received        {video} video frames ({:.1}/s), {audio} audio records ({:.1}/s)", video as f64 / elapsed, audio as f64 / elapsed);
+    println!(
+        "  received        {video} video frames ({:.1}/s), {audio} audio records ({:.1}/s)",
+        video as f64 / elapsed,
+        audio as f64 / elapsed
+    );
     println!("  throughput      {:.3} GB/s ({:.1} MB/s)", bytes as f64 / elapsed / 1e9, bytes as f64 / elapsed / 1e6);
     println!("  dropped (full)  {}", stats.drops);
     println!("  corrupt         {bad}");

@@ -86,3 +86,8 @@ pub use stats::{ProducerStats, RingView, Stats};
 pub mod process {
     pub use crate::liveness::{check, own_pid, own_start_time, Liveness};
 }
+
+/// The README's example, compiled and run as a doc test.
+#[cfg(all(doctest, feature = "rendezvous"))]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExample;

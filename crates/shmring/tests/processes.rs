@@ -150,7 +150,8 @@ fn install_open_and_socket_filter() {
     const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
     let deny = SECCOMP_RET_ERRNO | libc::EPERM as u32;
     let stmt = |code: u16, k: u32| libc::sock_filter { code, jt: 0, jf: 0, k };
-    let jeq = |k: u32, jt: u8| libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt, jf: 0, k };
+    let jeq =
+        |k: u32, jt: u8| libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt, jf: 0, k };
     let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
     let ret = (libc::BPF_RET | libc::BPF_K) as u16;
     let filter = [

@@ -112,7 +112,10 @@ fn attach_refuses_wrong_magic_version_capacity_and_size() {
     let bad_capacity = forged_copy(fds, |b| b[24..32].copy_from_slice(&(3u64 << 20).to_le_bytes()));
     assert!(matches!(Producer::attach(with_memfd(fds, bad_capacity)), Err(Error::BadGeometry { .. })));
     let bigger = forged_copy(fds, |b| b[24..32].copy_from_slice(&(1u64 << 17).to_le_bytes()));
-    assert!(matches!(Producer::attach(with_memfd(fds, bigger)), Err(Error::BadGeometry { .. } | Error::BadSegment { .. })));
+    assert!(matches!(
+        Producer::attach(with_memfd(fds, bigger)),
+        Err(Error::BadGeometry { .. } | Error::BadSegment { .. })
+    ));
     let short = forged_copy(fds, |b| b.truncate(b.len() - 4096));
     assert!(matches!(Producer::attach(with_memfd(fds, short)), Err(Error::BadSegment { .. })));
     let uninitialised = forged_copy(fds, |b| b[12..16].copy_from_slice(&0u32.to_le_bytes()));
