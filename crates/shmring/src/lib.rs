@@ -50,6 +50,7 @@ mod backing;
 mod consumer;
 mod error;
 pub mod layout;
+pub mod leftovers;
 mod liveness;
 mod name;
 mod producer;

@@ -214,7 +214,10 @@ fn claim_of_a_dead_producer_is_recovered_and_later_records_survive() {
     drop(frame);
     let stats = consumer.stats();
     assert_eq!(stats.recovered, 1);
-    assert_eq!(backing.header().slots[1].state.load(Ordering::Relaxed), crate::layout::slot_state::FREE);
+    assert_eq!(
+        crate::layout::owner_state(backing.header().slots[1].owner.load(Ordering::Relaxed)),
+        crate::layout::slot_state::FREE
+    );
 }
 
 #[test]

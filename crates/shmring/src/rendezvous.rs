@@ -5,7 +5,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,28 +33,6 @@ pub struct AccessPolicy {
     pub allowed_uids: Vec<u32>,
 }
 
-/// Creates the runtime directory with mode 0700 and checks that we own it
-/// and nobody else can enter it.
-pub fn ensure_runtime_dir(dir: &Path) -> Result<()> {
-    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) => return Err(Error::os_from("create runtime directory", e)),
-    }
-    let meta = std::fs::metadata(dir).map_err(|e| Error::os_from("stat runtime directory", e))?;
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    if meta.uid() != uid {
-        return Err(Error::PermissionDenied {
-            reason: format!("{} belongs to uid {}, not to us ({uid})", dir.display(), meta.uid()),
-        });
-    }
-    if meta.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::os_from("chmod runtime directory", e))?;
-    }
-    Ok(())
-}
-
 /// Serves the descriptors of a ring until dropped.
 pub struct RendezvousServer {
     path: PathBuf,
@@ -68,7 +46,7 @@ impl RendezvousServer {
     pub fn start(name: &str, fds: RingFds, policy: AccessPolicy) -> Result<Self> {
         crate::name::validate(name)?;
         let path = crate::name::socket_path(name);
-        ensure_runtime_dir(path.parent().expect("socket path has a directory"))?;
+        crate::name::ensure_runtime_dir(path.parent().expect("socket path has a directory"))?;
         if path.exists() {
             match UnixStream::connect(&path) {
                 Ok(_) => return Err(Error::InUse { name: name.to_string(), pid: owner_pid(&path).unwrap_or(0) }),
