@@ -132,10 +132,9 @@ pub fn collect() -> Vec<Leftover> {
     scan()
         .into_iter()
         .filter(|leftover| !leftover.owner_alive)
-        .map(|leftover| {
+        .inspect(|leftover| {
             remove_named_objects(&leftover.name);
             let _ = std::fs::remove_file(name::owner_path(&leftover.name));
-            leftover
         })
         .collect()
 }
