@@ -2,77 +2,13 @@
 //! `--ignored --exact peer`), a sandboxed producer under a seccomp filter,
 //! attach by name, and a peer of another uid.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use shmring::{Consumer, Error, FullPolicy, Producer, RingFds, RingOptions};
 
-/// Bytes at the front of every test record that is long enough.
-const STAMP_LEN: usize = 24;
-
-/// The pattern of record `seq` of producer `id`: 64-bit words from a
-/// counter-based generator, so the consumer can recompute every byte.
-fn fill(id: u32, seq: u64, buf: &mut [u8]) {
-    let mut state = (u64::from(id) << 48) ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    for chunk in buf.chunks_mut(8) {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
-    }
-}
-
-fn record_len(id: u32, seq: u64, max: usize) -> usize {
-    // Log-uniform from 1 byte to `max`, and 1 in 20 empty: mostly small,
-    // some up to 4 MiB, as media and control records are.
-    let mut x = (u64::from(id) << 32 | seq).wrapping_mul(0x2545_F491_4F6C_DD1D);
-    x ^= x >> 29;
-    if x % 20 == 0 {
-        return 0;
-    }
-    let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
-    ((max as f64).powf(unit) as usize).clamp(1, max)
-}
-
-fn write_record(id: u32, seq: u64, buf: &mut [u8]) {
-    if buf.len() >= STAMP_LEN {
-        buf[..4].copy_from_slice(&id.to_le_bytes());
-        buf[4..8].fill(0);
-        buf[8..16].copy_from_slice(&seq.to_le_bytes());
-        let len = buf.len() as u64;
-        buf[16..24].copy_from_slice(&len.to_le_bytes());
-        fill(id, seq, &mut buf[STAMP_LEN..]);
-    } else {
-        fill(id, seq, buf);
-    }
-}
-
-fn check_record(id: u32, seq: u64, data: &[u8]) -> bool {
-    let mut expected = vec![0u8; data.len()];
-    write_record(id, seq, &mut expected);
-    expected == data
-}
-
-/// Spawns this test binary as a peer playing `role`.
-fn spawn_peer(role: &str, fds_spec: Option<&str>, extra_env: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--ignored", "--exact", "peer", "--nocapture", "--test-threads=1"])
-        .env("SHMRING_TEST_ROLE", role)
-        .stdout(Stdio::null());
-    if let Some(spec) = fds_spec {
-        cmd.env("SHMRING_FD", spec);
-    }
-    for (key, value) in extra_env {
-        cmd.env(key, value);
-    }
-    cmd.spawn().unwrap()
-}
-
-fn env_u64(key: &str) -> u64 {
-    std::env::var(key).unwrap().parse().unwrap()
-}
+mod common;
+use common::*;
 
 /// Entry point of peer processes (not a test by itself).
 #[test]
@@ -201,14 +137,6 @@ fn receive_all(consumer: &Consumer<shmring::MappedRing>, producers: u32, count: 
         next[id as usize] += 1;
     }
     assert!(consumer.try_recv().unwrap().is_none(), "a record arrived twice");
-}
-
-fn producer_env(id: u32, count: u64, max: usize) -> Vec<(&'static str, String)> {
-    vec![
-        ("SHMRING_TEST_ID", id.to_string()),
-        ("SHMRING_TEST_COUNT", count.to_string()),
-        ("SHMRING_TEST_MAX", max.to_string()),
-    ]
 }
 
 #[test]
