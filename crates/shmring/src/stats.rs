@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use crate::backing::Backing;
 use crate::consumer::Consumer;
 use crate::error::Result;
-use crate::layout::{consumer_state, slot_state, Geometry, Header, NO_CLAIM};
+use crate::layout::{consumer_state, owner_pid, owner_state, slot_state, Geometry, Header, NO_CLAIM};
 use crate::producer::Producer;
 use crate::segment::{self, HeaderView};
 use crate::sync::Ordering;
@@ -98,24 +98,26 @@ impl Stats {
             producers: Vec::new(),
         };
         for (index, slot) in header.slots.iter().enumerate() {
-            if slot.state.load(Ordering::Acquire) != slot_state::ACTIVE {
+            let owner = slot.owner.load(Ordering::Acquire);
+            if owner_state(owner) != slot_state::ACTIVE {
                 continue;
             }
             let p = ProducerStats {
                 slot: index,
-                pid: slot.pid.load(r),
+                pid: owner_pid(owner),
                 frames: slot.frames.load(r),
                 bytes: slot.bytes.load(r),
                 drops: slot.drops.load(r),
                 rejected: slot.rejected.load(r),
                 last_claim: Some(slot.inflight_pos.load(r)).filter(|&p| p != NO_CLAIM),
             };
-            stats.committed_frames += p.frames;
-            stats.committed_bytes += p.bytes;
-            stats.drops += p.drops;
-            stats.rejected += p.rejected;
-            stats.data_posts += slot.data_posts.load(r);
-            stats.producer_waits += slot.waits.load(r);
+            // Wrapping: a hostile producer may have written anything here.
+            stats.committed_frames = stats.committed_frames.wrapping_add(p.frames);
+            stats.committed_bytes = stats.committed_bytes.wrapping_add(p.bytes);
+            stats.drops = stats.drops.wrapping_add(p.drops);
+            stats.rejected = stats.rejected.wrapping_add(p.rejected);
+            stats.data_posts = stats.data_posts.wrapping_add(slot.data_posts.load(r));
+            stats.producer_waits = stats.producer_waits.wrapping_add(slot.waits.load(r));
             stats.producers.push(p);
         }
         stats
