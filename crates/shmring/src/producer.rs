@@ -108,6 +108,17 @@ impl<B: Backing> Producer<B> {
         })
     }
 
+    /// Another producer of the same ring and mapping, with a slot of its
+    /// own (for another thread), without mapping the segment again.
+    pub fn try_clone(&self) -> Result<Self> {
+        let header = self.backing.header();
+        let slot = &header.slots[self.slot];
+        let pid = crate::layout::owner_pid(slot.owner.load(Ordering::Relaxed));
+        let mut clone = Producer::join(self.backing.clone(), pid, slot.start_time.load(Ordering::Relaxed))?;
+        clone.policy = self.policy;
+        Ok(clone)
+    }
+
     /// Sets what happens when the ring is full.
     pub fn set_full_policy(&mut self, policy: FullPolicy) {
         self.policy = policy;

@@ -290,3 +290,16 @@ fn two_producer_threads_deliver_everything_in_per_producer_order() {
         t.join().unwrap();
     }
 }
+
+#[test]
+fn cloned_producer_has_its_own_slot_and_sequence() {
+    let (_b, consumer, mut producer) = ring();
+    let mut clone = producer.try_clone().unwrap();
+    assert_ne!(clone.slot(), producer.slot());
+    producer.send(1, b"a").unwrap();
+    clone.send(2, b"b").unwrap();
+    let a = consumer.try_recv().unwrap().unwrap();
+    let b = consumer.try_recv().unwrap().unwrap();
+    assert_eq!((a.producer() as usize, a.sequence()), (producer.slot(), 0));
+    assert_eq!((b.producer() as usize, b.sequence()), (clone.slot(), 0));
+}
