@@ -84,7 +84,8 @@ if [[ ! -f "$tarball" ]]; then
            -o "Dir::Etc::sourceparts=$apt/sources.list.d"
            -o "Dir::State::Lists=$apt/lists"
            -o "Dir::Cache=$apt/cache"
-           -o "Debug::NoLocking=1")
+           -o "Debug::NoLocking=1"
+           -o "APT::Sandbox::User=$(id -un)")
   say "fetching source indexes (deb-src derived from the machine's apt sources)"
   apt-get "${aptopts[@]}" -qq update >/dev/null || die "apt-get update (deb-src) failed"
   debver="$(apt-cache "${aptopts[@]}" showsrc chromium 2>/dev/null |
