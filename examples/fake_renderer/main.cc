@@ -197,6 +197,8 @@ void AudioThread(const shmring::Producer& producer, const Options& o, Clock::tim
   report->kind = "audio";
   std::vector<float> left(kFrames), right(kFrames);
   const float* channels[kChannels] = {left.data(), right.data()};
+  // Odd chunks go through the packed path, as Chromium's audio sink does.
+  std::vector<float> packed(static_cast<size_t>(kChannels) * kFrames);
   const double chunks_per_second = o.fps > 0 ? 100.0 : 0.0;
   Pacer pacer(chunks_per_second, start);
   // With a frame count, send as many chunks as cover the video's duration.
@@ -216,7 +218,13 @@ void AudioThread(const shmring::Producer& producer, const Options& o, Clock::tim
     desc.channels = kChannels;
     desc.frame_count = kFrames;
     ++report->attempted;
-    Count(report, producer.WriteAudioF32Planar(desc, channels));
+    if (n % 2 == 0) {
+      Count(report, producer.WriteAudioF32Planar(desc, channels));
+    } else {
+      std::copy(left.begin(), left.end(), packed.begin());
+      std::copy(right.begin(), right.end(), packed.begin() + kFrames);
+      Count(report, producer.WriteAudioF32PlanarPacked(desc, packed.data()));
+    }
   }
 }
 

@@ -174,6 +174,16 @@ class Producer {
     return slot.Commit();
   }
 
+  // Copies desc.channels planes of desc.frame_count floats stored one after
+  // the other (channel 0 first). No allocation on this path, so it suits a
+  // real-time audio thread that packs its channels into a preallocated
+  // buffer.
+  Status WriteAudioF32PlanarPacked(const AudioDesc& desc, const float* samples) const {
+    if (samples == nullptr) return Status::InvalidArgument;
+    const size_t n = static_cast<size_t>(desc.channels) * desc.frame_count;
+    return handle_->write_audio_f32_planar(desc, rust::Slice<const float>(samples, n));
+  }
+
   // Reserves a frame of desc.pixel_format (SHMRING_PIXEL_*) to fill in place.
   VideoSlot ReserveVideo(const VideoDesc& desc) const { return VideoSlot(handle_->reserve_video(desc)); }
   // Reserves a chunk of desc.sample_format (SHMRING_SAMPLE_*).
