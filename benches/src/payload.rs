@@ -22,6 +22,9 @@ pub mod kind {
     pub const DATA: u32 = 1;
     /// The producer's last message: no more frames follow.
     pub const END: u32 = 2;
+    /// Sent before the timed run to warm caches, page tables and socket
+    /// buffers; checked, not counted.
+    pub const WARMUP: u32 = 3;
 }
 
 /// The fields of a message header.
