@@ -247,7 +247,11 @@ const SETTLE: Duration = Duration::from_millis(100);
 pub fn run(args: &ProducerArgs) -> Result<ProducerReport, String> {
     let mut sink = connect(args)?;
     let len = args.workload.message_len();
-    for sequence in 0..warmup_count(len) {
+    let mut warmup = warmup_count(len);
+    if args.max_frames != 0 {
+        warmup = warmup.min(args.max_frames.max(8));
+    }
+    for sequence in 0..warmup {
         while !sink.send(kind::WARMUP, sequence, len)? {}
     }
     std::thread::sleep(SETTLE);
