@@ -244,7 +244,10 @@ fn consumer(c: &mut Criterion) {
 
 fn config() -> Criterion {
     // Short runs: the numbers settle quickly and the machine is shared.
-    Criterion::default().sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2))
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
 }
 
 criterion_group! {

@@ -80,7 +80,8 @@ pub fn read_header(buf: &[u8]) -> Option<Header> {
 /// Offsets of the sample words in a message of `len` bytes.
 pub fn sample_offsets(len: usize) -> impl Iterator<Item = usize> {
     let strided = (HEADER_LEN..).step_by(SAMPLE_STRIDE).take_while(move |&o| o + 8 <= len);
-    let last_strided = if len >= HEADER_LEN + 8 { HEADER_LEN + (len - HEADER_LEN - 8) / SAMPLE_STRIDE * SAMPLE_STRIDE } else { 0 };
+    let last_strided =
+        if len >= HEADER_LEN + 8 { HEADER_LEN + (len - HEADER_LEN - 8) / SAMPLE_STRIDE * SAMPLE_STRIDE } else { 0 };
     let tail = (len >= HEADER_LEN + 8 && len - 8 >= last_strided + 8).then(|| len - 8);
     strided.chain(tail)
 }

@@ -14,7 +14,13 @@ struct Panel {
     bars: Vec<(String, f64)>,
 }
 
-fn panel(rows: &[Row], workload: &str, title: &'static str, unit: &'static str, value: fn(&Row) -> Option<f64>) -> Panel {
+fn panel(
+    rows: &[Row],
+    workload: &str,
+    title: &'static str,
+    unit: &'static str,
+    value: fn(&Row) -> Option<f64>,
+) -> Panel {
     let bars = rows
         .iter()
         .filter(|r| r.workload == workload)
@@ -71,7 +77,8 @@ fn draw_panel<DB: DrawingBackend>(
         .draw()?;
     chart.draw_series(panel.bars.iter().enumerate().map(|(i, (name, value))| {
         let color = if name.starts_with("shmring") { BLUE.mix(0.7) } else { RED.mix(0.6) };
-        let mut bar = Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), *value)], color.filled());
+        let mut bar =
+            Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), *value)], color.filled());
         bar.set_margin(0, 0, 8, 8);
         bar
     }))?;

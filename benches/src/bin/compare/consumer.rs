@@ -257,7 +257,7 @@ fn read_stream(stream: impl Read, note: String) -> Result<ConsumerReport, String
         buffer.resize(HEADER_LEN, 0);
         reader.read_exact(&mut buffer).map_err(|e| format!("read header: {e}"))?;
         let len = payload::read_header(&buffer).ok_or("bad header on the stream")?.len as usize;
-        if len < HEADER_LEN || len > 1 << 30 {
+        if !(HEADER_LEN..=1 << 30).contains(&len) {
             return Err(format!("impossible message length {len}"));
         }
         buffer.resize(len, 0);

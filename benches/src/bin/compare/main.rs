@@ -115,7 +115,8 @@ fn parse(args: Vec<String>) -> Result<Role, String> {
                 other: Duration::from_secs_f64(seconds.unwrap_or(other)),
                 max_frames,
             };
-            let command = std::iter::once("compare".to_string()).chain(args.iter().skip(1).cloned()).collect::<Vec<_>>();
+            let command =
+                std::iter::once("compare".to_string()).chain(args.iter().skip(1).cloned()).collect::<Vec<_>>();
             Ok(Role::Compare(Options { json, svg, limits, transports, workloads, command: command.join(" ") }))
         }
         Some("producer") => Ok(Role::Producer(ProducerArgs {

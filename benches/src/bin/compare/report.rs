@@ -82,7 +82,11 @@ impl Row {
             dropped: p.dropped,
             corrupt: run.consumer.as_ref().map_or(0, |c| c.corrupt),
             out_of_order: run.consumer.as_ref().map_or(0, |c| c.out_of_order),
-            consumer_sleeps_per_frame: run.consumer.as_ref().and_then(|c| c.sleeps).map(|n| n as f64 / frames.max(1) as f64),
+            consumer_sleeps_per_frame: run
+                .consumer
+                .as_ref()
+                .and_then(|c| c.sleeps)
+                .map(|n| n as f64 / frames.max(1) as f64),
             producer_waits_per_frame: run
                 .consumer
                 .as_ref()
@@ -191,8 +195,16 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             0.001,
         );
     }
-    push("latency-64: shmring-spin p50 us".to_string(), find(rows, "shmring-spin", "latency-64").and_then(|r| r.p50_us), 0.25);
-    push("latency-64: shmring (sleep/wake) p50 us".to_string(), find(rows, "shmring", "latency-64").and_then(|r| r.p50_us), 15.0);
+    push(
+        "latency-64: shmring-spin p50 us".to_string(),
+        find(rows, "shmring-spin", "latency-64").and_then(|r| r.p50_us),
+        0.25,
+    );
+    push(
+        "latency-64: shmring (sleep/wake) p50 us".to_string(),
+        find(rows, "shmring", "latency-64").and_then(|r| r.p50_us),
+        15.0,
+    );
     out
 }
 

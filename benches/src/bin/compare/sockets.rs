@@ -33,7 +33,8 @@ fn get(fd: libc::c_int, option: libc::c_int) -> usize {
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `fd` is an open socket; `value` and `len` are valid for
     // writes of the sizes given.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, option, (&mut value as *mut libc::c_int).cast(), &mut len) };
+    let rc =
+        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, option, (&mut value as *mut libc::c_int).cast(), &mut len) };
     if rc == 0 {
         value as usize
     } else {
