@@ -224,6 +224,11 @@ impl<B: Backing> Consumer<B> {
                 return Ok(Some(frame));
             }
             let mut slice = self.stall_timeout.min(Duration::from_millis(100));
+            if let Some(since) = self.state.borrow().stall_since {
+                // Wake when the stalled head is due for a liveness check.
+                let due = (since + self.stall_timeout).saturating_duration_since(Instant::now());
+                slice = slice.min(due + Duration::from_micros(100));
+            }
             if let Some(deadline) = deadline {
                 let now = Instant::now();
                 if now >= deadline {
@@ -323,7 +328,10 @@ impl<B: Backing> Consumer<B> {
                 tracing::warn!(position = head, size, pid, "producer died between claim and commit; record recovered");
                 let _ = pid;
                 self.step_over(st, head, head + size);
-                st.stall_since = None;
+                // Producers that died together often left claims back to
+                // back: check the next stalled head at once, not after
+                // another full timeout.
+                st.stall_since = now.checked_sub(self.stall_timeout);
                 recovery::free_dead_slots(self.header(), st.peek);
                 Ok(true)
             }

@@ -160,8 +160,10 @@ pub struct RetiredCounters {
 /// making (for recovery if it dies), and its counters.
 #[repr(C, align(128))]
 pub struct ProducerSlot {
-    pub state: AtomicU32,
-    pub pid: AtomicU32,
+    /// State (low 32 bits, [`slot_state`]) and owner pid (high 32 bits) in
+    /// one word, so a slot is never taken without saying by whom: a
+    /// producer killed while joining still leaves its pid behind.
+    pub owner: AtomicU64,
     pub start_time: AtomicU64,
     /// Position the producer is claiming or has claimed last. Stored
     /// (Release) *before* the CAS on `write`, so a producer killed right
@@ -181,6 +183,24 @@ pub struct ProducerSlot {
     pub waits: AtomicU64,
     /// Bumped each time the slot is taken, to tell owners apart in `stat`.
     pub generation: AtomicU64,
+}
+
+/// Packs a slot's state and owner pid into its `owner` word.
+#[inline]
+pub const fn slot_owner(state: u32, pid: u32) -> u64 {
+    (pid as u64) << 32 | state as u64
+}
+
+/// The state half of a slot's `owner` word.
+#[inline]
+pub const fn owner_state(owner: u64) -> u32 {
+    owner as u32
+}
+
+/// The pid half of a slot's `owner` word.
+#[inline]
+pub const fn owner_pid(owner: u64) -> u32 {
+    (owner >> 32) as u32
 }
 
 /// The whole header. Its size is rounded up to the page (or huge page)
@@ -366,8 +386,7 @@ impl Header {
                 waits: atomic_u64(0),
             },
             slots: core::array::from_fn(|_| ProducerSlot {
-                state: atomic_u32(0),
-                pid: atomic_u32(0),
+                owner: atomic_u64(0),
                 start_time: atomic_u64(0),
                 inflight_pos: atomic_u64(0),
                 inflight_size: atomic_u64(0),

@@ -50,10 +50,13 @@ mod backing;
 mod consumer;
 mod error;
 pub mod layout;
+pub mod leftovers;
 mod liveness;
 mod name;
 mod producer;
 mod recovery;
+#[cfg(feature = "rendezvous")]
+pub mod rendezvous;
 mod ring;
 mod segment;
 mod signal;
@@ -62,6 +65,8 @@ mod sync;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
+#[cfg(all(test, not(loom)))]
+mod protocol_tests;
 
 #[cfg(all(any(test, feature = "heap"), not(loom)))]
 pub use backing::heap::HeapBacking;
@@ -71,6 +76,8 @@ pub use error::{Error, Result};
 pub use liveness::Liveness;
 pub use name::{runtime_dir, socket_path, validate as validate_name};
 pub use producer::{FullPolicy, Producer, Reservation};
+#[cfg(feature = "rendezvous")]
+pub use rendezvous::{AccessPolicy, RendezvousServer};
 pub use ring::{InheritableFds, MappedRing, RingConsumer, RingFds, RingOptions, RingProducer};
 pub use segment::HugePages;
 pub use signal::{Semaphore, Signal};
@@ -80,3 +87,8 @@ pub use stats::{ProducerStats, RingView, Stats};
 pub mod process {
     pub use crate::liveness::{check, own_pid, own_start_time, Liveness};
 }
+
+/// The README's example, compiled and run as a doc test.
+#[cfg(all(doctest, feature = "rendezvous"))]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExample;

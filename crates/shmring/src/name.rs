@@ -1,6 +1,7 @@
 //! Ring names: what is allowed, and where the named objects of a ring live.
 
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::layout::MAX_NAME_LEN;
@@ -40,6 +41,33 @@ pub fn runtime_dir() -> PathBuf {
 /// The rendezvous socket of ring `name`.
 pub fn socket_path(name: &str) -> PathBuf {
     runtime_dir().join(format!("{name}.sock"))
+}
+
+/// Creates the runtime directory with mode 0700 and checks that we own it
+/// and nobody else can enter it.
+pub fn ensure_runtime_dir(dir: &Path) -> Result<()> {
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) => return Err(Error::os_from("create runtime directory", e)),
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| Error::os_from("stat runtime directory", e))?;
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    if meta.uid() != uid {
+        return Err(Error::PermissionDenied {
+            reason: format!("{} belongs to uid {}, not to us ({uid})", dir.display(), meta.uid()),
+        });
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::os_from("chmod runtime directory", e))?;
+    }
+    Ok(())
+}
+
+/// The file naming the process that owns ring `name`.
+pub fn owner_path(name: &str) -> PathBuf {
+    runtime_dir().join(format!("{name}.owner"))
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use crate::backing::Backing;
 use crate::error::{Error, Result};
 use crate::layout::{
-    committed_stamp, consumer_state, record_size, skipped_stamp, slot_state, Geometry, Header, ProducerSlot,
-    MAX_PRODUCERS, NO_CLAIM,
+    committed_stamp, consumer_state, owner_state, record_size, skipped_stamp, slot_owner, slot_state, Geometry, Header,
+    ProducerSlot, MAX_PRODUCERS, NO_CLAIM,
 };
 use crate::liveness::{self, Liveness};
 use crate::signal::Signal;
@@ -70,19 +70,17 @@ impl<B: Backing> Producer<B> {
     pub(crate) fn join(backing: Arc<B>, pid: u32, start_time: u64) -> Result<Self> {
         let geometry = *backing.geometry();
         let header = backing.header();
-        let slot = (0..MAX_PRODUCERS)
-            .find(|&i| {
-                header.slots[i]
-                    .state
-                    // Acquire: SYNC POINT: pairs with the Release store of
-                    // FREE when a slot is given back, so its old owner's
-                    // last stores are behind us.
-                    .compare_exchange(slot_state::FREE, slot_state::JOINING, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
+        let slot = take_free_slot(header, pid)
+            .or_else(|| {
+                // Every slot taken: give back those of dead producers whose
+                // last claim the consumer has already passed, then retry.
+                // Acquire: SYNC POINT: pairs with the consumer's Release
+                // store of `read`.
+                crate::recovery::free_dead_slots(header, header.read.position.load(Ordering::Acquire));
+                take_free_slot(header, pid)
             })
             .ok_or(Error::TooManyProducers { max: MAX_PRODUCERS })?;
         let s = &header.slots[slot];
-        s.pid.store(pid, Ordering::Relaxed);
         s.start_time.store(start_time, Ordering::Relaxed);
         s.inflight_size.store(0, Ordering::Relaxed);
         s.inflight_pos.store(NO_CLAIM, Ordering::Relaxed);
@@ -92,7 +90,7 @@ impl<B: Backing> Producer<B> {
         s.generation.fetch_add(1, Ordering::Relaxed);
         // Release: SYNC POINT: pairs with the Acquire load of `state` in the
         // consumer's registry scans; the identity above is visible first.
-        s.state.store(slot_state::ACTIVE, Ordering::Release);
+        s.owner.store(slot_owner(slot_state::ACTIVE, pid), Ordering::Release);
         // Acquire: SYNC POINT: pairs with the consumer's Release store of
         // `read`; space before it is ours to overwrite.
         let cached_read = header.read.position.load(Ordering::Acquire);
@@ -311,6 +309,22 @@ impl<B: Backing> Producer<B> {
     }
 }
 
+/// Takes a FREE slot for `pid` (state JOINING), if there is one.
+fn take_free_slot(header: &Header, pid: u32) -> Option<usize> {
+    (0..MAX_PRODUCERS).find(|&i| {
+        let owner = &header.slots[i].owner;
+        let current = owner.load(Ordering::Relaxed);
+        owner_state(current) == slot_state::FREE
+            && owner
+                // Acquire: SYNC POINT: pairs with the Release store of FREE
+                // when a slot is given back (`Producer::drop`,
+                // `recovery::free_dead_slots`): its old owner's stores are
+                // behind us.
+                .compare_exchange(current, slot_owner(slot_state::JOINING, pid), Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    })
+}
+
 /// Checks the consumer line: `Err(pid)` when a consumer attached and is
 /// now gone (dead, or closed the ring).
 pub(crate) fn consumer_liveness(header: &Header) -> std::result::Result<(), u32> {
@@ -345,7 +359,7 @@ impl<B: Backing> Drop for Producer<B> {
         // Release: SYNC POINT: pairs with the Acquire CAS in `join` (and
         // the consumer's Acquire load of `state`): our last stores are
         // visible to the slot's next owner.
-        slot.state.store(slot_state::FREE, Ordering::Release);
+        slot.owner.store(slot_owner(slot_state::FREE, 0), Ordering::Release);
     }
 }
 

@@ -8,7 +8,8 @@
 
 use crate::backing::Backing;
 use crate::layout::{
-    classify_stamp, slot_state, Geometry, Header, StampState, NO_CLAIM, RECORD_ALIGN, RECORD_HEADER_SPAN,
+    classify_stamp, owner_pid, owner_state, slot_owner, slot_state, Geometry, Header, StampState, NO_CLAIM,
+    RECORD_ALIGN, RECORD_HEADER_SPAN,
 };
 use crate::liveness::{self, Liveness};
 use crate::sync::Ordering;
@@ -37,7 +38,8 @@ pub(crate) fn examine_stall<B: Backing>(
     for slot in &header.slots {
         // Acquire: SYNC POINT: pairs with the Release store of ACTIVE in
         // `Producer::join`: the slot's pid and start time are visible.
-        if slot.state.load(Ordering::Acquire) == slot_state::FREE {
+        let owner = slot.owner.load(Ordering::Acquire);
+        if owner_state(owner) == slot_state::FREE {
             continue;
         }
         // Acquire: SYNC POINT: pairs with the Release store of
@@ -46,7 +48,7 @@ pub(crate) fn examine_stall<B: Backing>(
             continue;
         }
         let size = slot.inflight_size.load(Ordering::Relaxed);
-        let pid = slot.pid.load(Ordering::Relaxed);
+        let pid = owner_pid(owner);
         let start = slot.start_time.load(Ordering::Relaxed);
         if liveness::check(pid, start) == Liveness::Alive {
             return StallVerdict::OwnerAlive;
@@ -95,7 +97,7 @@ fn is_boundary<B: Backing>(header: &Header, geometry: &Geometry, backing: &B, po
     let stamp = backing.record(position).stamp.load(Ordering::Acquire);
     classify_stamp(stamp, position, geometry.salt) != StampState::Unpublished
         || header.slots.iter().any(|slot| {
-            slot.state.load(Ordering::Acquire) != slot_state::FREE
+            owner_state(slot.owner.load(Ordering::Acquire)) != slot_state::FREE
                 // Acquire: SYNC POINT: pairs with the Release store of
                 // `inflight_pos` in `Producer::try_claim`.
                 && slot.inflight_pos.load(Ordering::Acquire) == position
@@ -114,7 +116,7 @@ pub(crate) fn next_safe_point<B: Backing>(
     let announced: Vec<u64> = header
         .slots
         .iter()
-        .filter(|slot| slot.state.load(Ordering::Acquire) != slot_state::FREE)
+        .filter(|slot| owner_state(slot.owner.load(Ordering::Acquire)) != slot_state::FREE)
         // Acquire: SYNC POINT: as in `is_boundary`.
         .map(|slot| slot.inflight_pos.load(Ordering::Acquire))
         .filter(|&p| p > position && p < write)
@@ -140,15 +142,16 @@ pub(crate) fn free_dead_slots(header: &Header, peek: u64) -> usize {
     for slot in &header.slots {
         // Acquire: SYNC POINT: pairs with the Release store of ACTIVE in
         // `Producer::join`.
-        if slot.state.load(Ordering::Acquire) != slot_state::ACTIVE {
+        let owner = slot.owner.load(Ordering::Acquire);
+        let (state, pid) = (owner_state(owner), owner_pid(owner));
+        // A JOINING slot has not written its start time yet: judge it by
+        // its pid alone (and only give it back once that process is gone).
+        let start = if state == slot_state::ACTIVE { slot.start_time.load(Ordering::Relaxed) } else { 0 };
+        if state == slot_state::FREE || liveness::check(pid, start) == Liveness::Alive {
             continue;
         }
         let claim = slot.inflight_pos.load(Ordering::Acquire);
-        if claim != NO_CLAIM && claim >= peek {
-            continue;
-        }
-        let pid = slot.pid.load(Ordering::Relaxed);
-        if liveness::check(pid, slot.start_time.load(Ordering::Relaxed)) == Liveness::Alive {
+        if state == slot_state::ACTIVE && claim != NO_CLAIM && claim >= peek {
             continue;
         }
         let counts = [&slot.frames, &slot.bytes, &slot.drops, &slot.rejected, &slot.data_posts, &slot.waits]
@@ -156,10 +159,10 @@ pub(crate) fn free_dead_slots(header: &Header, peek: u64) -> usize {
         // A dead owner cannot race us, but a joining producer may: only one
         // CAS wins the slot back, and the counters were read before it.
         if slot
-            .state
+            .owner
             // Release: SYNC POINT: pairs with the Acquire CAS in
-            // `Producer::join`.
-            .compare_exchange(slot_state::ACTIVE, slot_state::FREE, Ordering::Release, Ordering::Relaxed)
+            // `producer::take_free_slot`.
+            .compare_exchange(owner, slot_owner(slot_state::FREE, 0), Ordering::Release, Ordering::Relaxed)
             .is_ok()
         {
             let r = &header.retired;

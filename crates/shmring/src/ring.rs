@@ -182,6 +182,8 @@ pub struct MappedRing {
 
 struct NameCleanup {
     name: String,
+    /// Dropped after the semaphores are unlinked: the name is free last.
+    _owner: Option<crate::leftovers::OwnerFile>,
 }
 
 impl Drop for NameCleanup {
@@ -257,6 +259,7 @@ impl MappedRing {
         crate::name::validate(name)?;
         let page = segment::page_size();
         check_capacity(options.capacity, page)?;
+        let owner = if anonymous { None } else { Some(crate::leftovers::take_name(name)?) };
         let header_len = std::mem::size_of::<Header>() as u64;
         let mut created = None;
         if options.hugepages != HugePages::Never && options.capacity % HUGE_PAGE == 0 {
@@ -308,7 +311,7 @@ impl MappedRing {
                 return Err(leftover_error(name, e));
             }
         };
-        let cleanup = NameCleanup { name: name.to_string() };
+        let cleanup = NameCleanup { name: name.to_string(), _owner: owner };
         let cleanup = if anonymous {
             drop(cleanup);
             None

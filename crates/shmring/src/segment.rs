@@ -84,7 +84,7 @@ pub(crate) fn check_sealed(fd: BorrowedFd<'_>) -> Result<u64> {
     if seals & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0 {
         return Err(Error::BadSegment { reason: "segment is sealed against writing".into() });
     }
-    Ok(fd_len(fd)?)
+    fd_len(fd)
 }
 
 pub(crate) fn fd_len(fd: BorrowedFd<'_>) -> Result<u64> {

@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use crate::backing::Backing;
 use crate::consumer::Consumer;
 use crate::error::Result;
-use crate::layout::{consumer_state, slot_state, Geometry, Header, NO_CLAIM};
+use crate::layout::{consumer_state, owner_pid, owner_state, slot_state, Geometry, Header, NO_CLAIM};
 use crate::producer::Producer;
 use crate::segment::{self, HeaderView};
 use crate::sync::Ordering;
@@ -98,12 +98,13 @@ impl Stats {
             producers: Vec::new(),
         };
         for (index, slot) in header.slots.iter().enumerate() {
-            if slot.state.load(Ordering::Acquire) != slot_state::ACTIVE {
+            let owner = slot.owner.load(Ordering::Acquire);
+            if owner_state(owner) != slot_state::ACTIVE {
                 continue;
             }
             let p = ProducerStats {
                 slot: index,
-                pid: slot.pid.load(r),
+                pid: owner_pid(owner),
                 frames: slot.frames.load(r),
                 bytes: slot.bytes.load(r),
                 drops: slot.drops.load(r),

@@ -1,0 +1,292 @@
+//! Edge cases of the protocol on a heap-backed ring (no memfd, no mmap),
+//! so they also run under miri: `cargo +nightly miri test -p shmring --lib protocol`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backing::heap::HeapBacking;
+use crate::backing::Backing;
+use crate::consumer::Consumer;
+use crate::error::Error;
+use crate::layout::{committed_stamp, record_size};
+use crate::producer::{FullPolicy, Producer};
+use crate::sync::Ordering;
+
+const CAPACITY: u64 = 4096;
+
+fn ring_with_stall(stall_us: u64) -> (Arc<HeapBacking>, Consumer<HeapBacking>, Producer<HeapBacking>) {
+    let backing = Arc::new(HeapBacking::new(CAPACITY, stall_us));
+    let consumer = Consumer::start(backing.clone()).unwrap();
+    let producer = Producer::join(backing.clone(), std::process::id(), 0).unwrap();
+    (backing, consumer, producer)
+}
+
+fn ring() -> (Arc<HeapBacking>, Consumer<HeapBacking>, Producer<HeapBacking>) {
+    ring_with_stall(250_000)
+}
+
+#[test]
+fn exactly_full_ring_accepts_the_last_byte_and_refuses_one_more() {
+    let (_b, consumer, mut producer) = ring();
+    producer.set_full_policy(FullPolicy::Fail);
+    // Four records of 1024 - 64 payload bytes fill 4096 bytes exactly.
+    for i in 0..4u8 {
+        producer.send(u32::from(i), &[i; 960]).unwrap();
+    }
+    assert!(matches!(producer.send(9, &[]), Err(Error::Full)));
+    let frame = consumer.try_recv().unwrap().unwrap();
+    assert_eq!(&frame[..], &[0; 960][..]);
+    // Still held: no space yet.
+    assert!(matches!(producer.send(9, &[]), Err(Error::Full)));
+    drop(frame);
+    producer.send(9, &[9; 960]).unwrap();
+    assert_eq!(producer.stats().rejected, 2);
+}
+
+#[test]
+fn record_of_maximum_size_round_trips_and_one_byte_more_is_refused() {
+    let (_b, consumer, mut producer) = ring();
+    let max = producer.max_payload();
+    assert_eq!(max as u64, CAPACITY - 64);
+    let payload: Vec<u8> = (0..max).map(|i| (i * 7) as u8).collect();
+    producer.send(3, &payload).unwrap();
+    let frame = consumer.try_recv().unwrap().unwrap();
+    assert_eq!(&frame[..], &payload[..]);
+    drop(frame);
+    assert!(
+        matches!(producer.send(3, &vec![0; max + 1]), Err(Error::TooLarge { len, max: m }) if len == max as u64 + 1 && m == max as u64)
+    );
+}
+
+#[test]
+fn records_wrap_around_the_end_contiguously_for_many_laps() {
+    let (_b, consumer, mut producer) = ring();
+    // 1000-byte payloads (1088-byte records) never divide the capacity, so
+    // records straddle the end at ever-changing offsets.
+    for n in 0..40u32 {
+        let payload: Vec<u8> = (0..1000).map(|i| (i as u32 ^ n) as u8).collect();
+        producer.send(n, &payload).unwrap();
+        let frame = consumer.try_recv().unwrap().unwrap();
+        assert_eq!(frame.kind(), n);
+        assert_eq!(&frame[..], &payload[..]);
+        assert_eq!(frame.as_ptr() as usize % 64, 0, "payloads are 64-byte aligned");
+    }
+}
+
+#[test]
+fn frames_released_out_of_order_free_space_in_ring_order() {
+    let (backing, consumer, mut producer) = ring();
+    for i in 0..3u8 {
+        producer.send(u32::from(i), &[i; 100]).unwrap();
+    }
+    let a = consumer.try_recv().unwrap().unwrap();
+    let b = consumer.try_recv().unwrap().unwrap();
+    let c = consumer.try_recv().unwrap().unwrap();
+    assert_eq!(consumer.held(), 3);
+    let read = || backing.header().read.position.load(Ordering::Relaxed);
+    drop(c);
+    drop(b);
+    assert_eq!(read(), 0, "space behind a held frame must stay reserved");
+    assert_eq!(&a[..], &[0; 100][..]);
+    drop(a);
+    assert_eq!(read(), 3 * record_size(100));
+    assert_eq!(consumer.held(), 0);
+}
+
+#[test]
+fn reservation_dropped_without_commit_becomes_a_skip_record() {
+    let (_b, consumer, mut producer) = ring();
+    {
+        let mut r = producer.reserve(50).unwrap();
+        r[0] = 1;
+    }
+    producer.send(2, b"after").unwrap();
+    let frame = consumer.try_recv().unwrap().unwrap();
+    assert_eq!(&frame[..], b"after");
+    assert_eq!(frame.sequence(), 1, "the skipped reservation took sequence 0");
+    drop(frame);
+    assert_eq!(consumer.stats().skipped, 1);
+}
+
+#[test]
+fn drop_policy_counts_drops_and_leaves_sequence_gaps() {
+    let (_b, consumer, mut producer) = ring();
+    producer.send(0, &[0; 3000]).unwrap();
+    assert!(matches!(producer.send(1, &[1; 3000]), Err(Error::Dropped)));
+    let frame = consumer.try_recv().unwrap().unwrap();
+    drop(frame);
+    producer.send(2, &[2; 3000]).unwrap();
+    let frame = consumer.try_recv().unwrap().unwrap();
+    assert_eq!(frame.sequence(), 2, "the drop shows as a gap");
+    drop(frame);
+    let stats = consumer.stats();
+    assert_eq!((stats.drops, stats.committed_frames, stats.consumed_frames), (1, 2, 2));
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "sleeps on real time")]
+fn block_policy_times_out_then_drops() {
+    let (_b, _consumer, mut producer) = ring();
+    producer.set_full_policy(FullPolicy::Block(Duration::from_millis(30)));
+    producer.send(0, &[0; 3000]).unwrap();
+    let started = std::time::Instant::now();
+    assert!(matches!(producer.send(1, &[1; 3000]), Err(Error::Timeout)));
+    assert!(started.elapsed() >= Duration::from_millis(30));
+    assert_eq!(producer.stats().drops, 1);
+}
+
+#[test]
+fn consumer_sees_nothing_until_the_stamp_is_published() {
+    let (_b, consumer, mut producer) = ring();
+    let mut r = producer.reserve(8).unwrap();
+    r.copy_from_slice(b"in place");
+    assert!(consumer.try_recv().unwrap().is_none());
+    r.commit();
+    assert_eq!(&consumer.try_recv().unwrap().unwrap()[..], b"in place");
+}
+
+#[test]
+fn lying_length_is_reported_as_corrupt_and_skipped() {
+    let (backing, consumer, mut producer) = ring();
+    producer.send(1, &[1; 64]).unwrap();
+    producer.send(2, &[2; 64]).unwrap();
+    // A hostile producer rewrites the first record's length.
+    backing.record(0).len.store(1 << 30, Ordering::Relaxed);
+    match consumer.try_recv() {
+        Err(Error::Corrupt { position: 0, reason }) => assert!(reason.contains("length")),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let frame = consumer.try_recv().unwrap().unwrap();
+    assert_eq!(frame.kind(), 2, "the consumer resumes at the next record");
+    drop(frame);
+    assert_eq!(consumer.stats().corrupt, 1);
+}
+
+#[test]
+fn length_running_past_write_is_corrupt() {
+    let (backing, consumer, mut producer) = ring();
+    producer.send(1, &[1; 64]).unwrap();
+    backing.record(0).len.store(2000, Ordering::Relaxed);
+    assert!(matches!(consumer.try_recv(), Err(Error::Corrupt { position: 0, .. })));
+    assert!(consumer.try_recv().unwrap().is_none());
+}
+
+#[test]
+fn write_cursor_moved_backwards_is_corrupt_not_a_hang() {
+    let (backing, consumer, mut producer) = ring();
+    producer.send(1, &[1; 64]).unwrap();
+    drop(consumer.try_recv().unwrap().unwrap());
+    backing.header().write.position.store(64, Ordering::Relaxed);
+    assert!(matches!(consumer.try_recv(), Err(Error::Corrupt { .. })));
+    backing.header().write.position.store(1 << 40, Ordering::Relaxed);
+    assert!(matches!(consumer.try_recv(), Err(Error::Corrupt { .. })));
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "waits for the stall timeout on real time")]
+fn unpublished_record_nobody_claims_is_corrupt_after_the_stall_timeout() {
+    let (backing, consumer, _producer) = ring_with_stall(1_000);
+    // A hostile producer moves `write` without announcing a claim.
+    backing.header().write.position.store(128, Ordering::Relaxed);
+    assert!(consumer.try_recv().unwrap().is_none());
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(matches!(consumer.try_recv(), Err(Error::Corrupt { position: 0, .. })));
+    assert!(consumer.try_recv().unwrap().is_none());
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "waits for the stall timeout on real time")]
+fn claim_of_a_dead_producer_is_recovered_and_later_records_survive() {
+    let (backing, consumer, mut producer) = ring_with_stall(1_000);
+    // Slot of a "dead" producer: pid 0 is never alive.
+    let dead = Producer::join(backing.clone(), 0, 0).unwrap();
+    let slot = &backing.header().slots[dead.slot()];
+    std::mem::forget(dead);
+    // It claimed 192 bytes at 0 and died before publishing.
+    slot.inflight_size.store(192, Ordering::Relaxed);
+    slot.inflight_pos.store(0, Ordering::Release);
+    backing.header().write.position.store(192, Ordering::Release);
+    producer.send(5, b"survivor").unwrap();
+    assert!(consumer.try_recv().unwrap().is_none(), "waits for the stall timeout first");
+    std::thread::sleep(Duration::from_millis(5));
+    let frame = consumer.try_recv().unwrap().unwrap();
+    assert_eq!((&frame[..], frame.position()), (&b"survivor"[..], 192));
+    drop(frame);
+    let stats = consumer.stats();
+    assert_eq!(stats.recovered, 1);
+    assert_eq!(
+        crate::layout::owner_state(backing.header().slots[1].owner.load(Ordering::Relaxed)),
+        crate::layout::slot_state::FREE
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "waits for the stall timeout on real time")]
+fn claim_of_a_live_slow_producer_is_never_skipped() {
+    let (_backing, consumer, mut producer) = ring_with_stall(1_000);
+    let mut r = producer.reserve(16).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    for _ in 0..3 {
+        assert!(consumer.try_recv().unwrap().is_none());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    r.copy_from_slice(b"slow but present");
+    r.commit();
+    assert_eq!(&consumer.try_recv().unwrap().unwrap()[..], b"slow but present");
+    assert_eq!(consumer.stats().recovered, 0);
+}
+
+#[test]
+fn stale_stamps_from_an_earlier_lap_never_look_committed() {
+    let (backing, consumer, mut producer) = ring();
+    for _ in 0..8 {
+        producer.send(1, &[1; 960]).unwrap();
+        drop(consumer.try_recv().unwrap().unwrap());
+    }
+    let write = backing.header().write.position.load(Ordering::Relaxed);
+    // The record header at `write` still holds the stamp of a lap ago.
+    let stale = backing.record(write).stamp.load(Ordering::Relaxed);
+    assert_eq!(stale, committed_stamp(write - CAPACITY, backing.geometry().salt));
+    backing.header().write.position.store(write + 1024, Ordering::Relaxed);
+    assert!(consumer.try_recv().unwrap().is_none(), "a stale stamp is not a record");
+}
+
+#[test]
+fn two_producer_threads_deliver_everything_in_per_producer_order() {
+    let per_producer: u32 = if cfg!(miri) { 30 } else { 20_000 };
+    let backing = Arc::new(HeapBacking::new(1 << 16, 250_000));
+    let consumer = Consumer::start(backing.clone()).unwrap();
+    let threads: Vec<_> = (0..2u32)
+        .map(|id| {
+            let mut producer = Producer::join(backing.clone(), std::process::id(), 0).unwrap();
+            producer.set_full_policy(FullPolicy::Block(Duration::from_secs(30)));
+            std::thread::spawn(move || {
+                for n in 0..per_producer {
+                    let len = (n as usize * 37) % 700;
+                    let mut r = producer.reserve(len).unwrap();
+                    for (i, byte) in r.iter_mut().enumerate() {
+                        *byte = (n as usize + i) as u8 ^ id as u8;
+                    }
+                    r.set_kind(id);
+                    r.commit();
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u32; 2];
+    while next.iter().sum::<u32>() < 2 * per_producer {
+        let frame = match consumer.recv_timeout(Duration::from_secs(10)).unwrap() {
+            Some(frame) => frame,
+            None => panic!("stalled at {next:?}"),
+        };
+        let id = frame.kind() as usize;
+        let n = next[id];
+        assert_eq!(frame.sequence(), u64::from(n));
+        assert_eq!(frame.len(), (n as usize * 37) % 700);
+        assert!(frame.iter().enumerate().all(|(i, &b)| b == (n as usize + i) as u8 ^ id as u8));
+        next[id] += 1;
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+}

@@ -1,0 +1,110 @@
+//! Shared by the tests that run real peer processes: the record pattern
+//! every producer writes and the consumer checks, and spawning this test
+//! binary again as a peer.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+
+/// Bytes at the front of every test record that is long enough.
+pub const STAMP_LEN: usize = 24;
+
+/// The pattern of record `seq` of producer `id`: 64-bit words from a
+/// counter-based generator, so the consumer can recompute every byte.
+pub fn fill(id: u32, seq: u64, buf: &mut [u8]) {
+    let mut state = (u64::from(id) << 48) ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for chunk in buf.chunks_mut(8) {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+pub fn record_len(id: u32, seq: u64, max: usize) -> usize {
+    // Log-uniform from 1 byte to `max`, and 1 in 20 empty: mostly small,
+    // some up to 4 MiB, as media and control records are.
+    let mut x = (u64::from(id) << 32 | seq).wrapping_mul(0x2545_F491_4F6C_DD1D);
+    x ^= x >> 29;
+    if x % 20 == 0 {
+        return 0;
+    }
+    let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
+    ((max as f64).powf(unit) as usize).clamp(1, max)
+}
+
+pub fn write_record(id: u32, seq: u64, buf: &mut [u8]) {
+    if buf.len() >= STAMP_LEN {
+        buf[..4].copy_from_slice(&id.to_le_bytes());
+        buf[4..8].fill(0);
+        buf[8..16].copy_from_slice(&seq.to_le_bytes());
+        let len = buf.len() as u64;
+        buf[16..24].copy_from_slice(&len.to_le_bytes());
+        fill(id, seq, &mut buf[STAMP_LEN..]);
+    } else {
+        fill(id, seq, buf);
+    }
+}
+
+pub fn check_record(id: u32, seq: u64, data: &[u8]) -> bool {
+    let mut expected = vec![0u8; data.len()];
+    write_record(id, seq, &mut expected);
+    expected == data
+}
+
+/// Spawns this test binary as a peer playing `role`.
+pub fn spawn_peer(role: &str, fds_spec: Option<&str>, extra_env: &[(&str, String)]) -> Child {
+    spawn_peer_with(role, fds_spec, extra_env, Stdio::null())
+}
+
+/// As [`spawn_peer`], with the peer's stdout going to `stdout`.
+pub fn spawn_peer_with(role: &str, fds_spec: Option<&str>, extra_env: &[(&str, String)], stdout: Stdio) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--ignored", "--exact", "peer", "--nocapture", "--test-threads=1", "-q"])
+        .env("SHMRING_TEST_ROLE", role)
+        .stdout(stdout);
+    if let Some(spec) = fds_spec {
+        cmd.env("SHMRING_FD", spec);
+    }
+    for (key, value) in extra_env {
+        cmd.env(key, value);
+    }
+    cmd.spawn().unwrap()
+}
+
+pub fn env_u64(key: &str) -> u64 {
+    std::env::var(key).unwrap().parse().unwrap()
+}
+
+pub fn producer_env(id: u32, count: u64, max: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("SHMRING_TEST_ID", id.to_string()),
+        ("SHMRING_TEST_COUNT", count.to_string()),
+        ("SHMRING_TEST_MAX", max.to_string()),
+    ]
+}
+
+/// Reads lines from a peer's stdout until one starts with `prefix`.
+pub fn wait_for_line(child: &mut Child, prefix: &str) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.as_mut().expect("peer spawned with a piped stdout");
+    let mut reader = std::io::BufReader::new(stdout);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("peer exited before printing {prefix:?}");
+        }
+        if line.starts_with(prefix) {
+            return line.trim().to_string();
+        }
+    }
+}
+
+/// SIGKILLs a peer and reaps it.
+pub fn kill_peer(child: &mut Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    let _ = child.wait();
+}

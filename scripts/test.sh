@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine: installs what it needs,
+# then runs formatting and lint checks, every test (unit, integration,
+# cross-process, doc), the producer-only build, the loom models, and miri
+# where the toolchain has it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+packages=(libclang-dev clang pkg-config chromium ffmpeg)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  step "installing ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p shmring --no-default-features --all-targets -- -D warnings
+
+step "producer-only configuration (libc only)"
+deps=$(cargo tree -p shmring --no-default-features -e normal --prefix none | sort -u | grep -v '^shmring ' || true)
+echo "$deps"
+if echo "$deps" | grep -qv '^libc '; then
+  echo "the producer-only build pulls in more than libc" >&2
+  exit 1
+fi
+cargo test -p shmring --no-default-features
+
+step "loom models (claim/commit/peek/release, wake-ups)"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p shmring --release --lib loom
+
+if cargo +nightly miri --version >/dev/null 2>&1; then
+  step "miri over the heap-backed protocol tests"
+  MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test -p shmring --no-default-features --lib protocol_tests
+else
+  step "miri is not installed for the nightly toolchain here: skipped"
+fi
+
+step "the workspace's tests"
+cargo test --workspace
