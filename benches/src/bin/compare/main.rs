@@ -115,8 +115,16 @@ fn parse(args: Vec<String>) -> Result<Role, String> {
                 other: Duration::from_secs_f64(seconds.unwrap_or(other)),
                 max_frames,
             };
-            let command =
-                std::iter::once("compare".to_string()).chain(args.iter().skip(1).cloned()).collect::<Vec<_>>();
+            // The command that reproduces the run (output paths left out).
+            let mut command = vec!["cargo run --release -p shmring-benches --bin compare --".to_string()];
+            let mut rest = args.iter().skip(1);
+            while let Some(arg) = rest.next() {
+                if arg == "--json" || arg == "--svg" {
+                    rest.next();
+                } else {
+                    command.push(arg.clone());
+                }
+            }
             Ok(Role::Compare(Options { json, svg, limits, transports, workloads, command: command.join(" ") }))
         }
         Some("producer") => Ok(Role::Producer(ProducerArgs {
@@ -201,7 +209,7 @@ fn compare(options: Options) -> Result<bool, String> {
         }
     }
     let targets = report::targets(&rows);
-    println!("## shmring transport comparison\n");
+    println!("## Transport comparison\n");
     println!("Machine: {} cores, {}, Linux {}.", machine.cores, machine.cpu_model, machine.kernel);
     println!("Command: `{}`\n", options.command);
     print!("{}", report::table(&rows));

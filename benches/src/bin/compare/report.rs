@@ -175,13 +175,15 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         out.push(Target { name, measured, limit, met: measured.map(|m| m <= limit) });
     };
     for workload in ["video-1080p30", "video-max"] {
-        let ratio = |other: &str| {
-            let ring = find(rows, "shmring", workload)?;
+        let ratio = |ring: &str, other: &str| {
+            let ring = find(rows, ring, workload)?;
             let base = find(rows, other, workload)?;
             Some(ring.cpu_s_per_gb / base.cpu_s_per_gb)
         };
-        push(format!("{workload}: shmring CPU/GB / websocket CPU/GB"), ratio("websocket"), 0.1);
-        push(format!("{workload}: shmring CPU/GB / uds CPU/GB"), ratio("uds"), 1.0 / 3.0);
+        for ring in ["shmring", "shmring-reserve"] {
+            push(format!("{workload}: {ring} CPU/GB / websocket CPU/GB"), ratio(ring, "websocket"), 0.1);
+            push(format!("{workload}: {ring} CPU/GB / uds CPU/GB"), ratio(ring, "uds"), 1.0 / 3.0);
+        }
         let producer = |t: &str| {
             let row = find(rows, t, workload)?;
             let floor = find(rows, "memcpy", workload)?;
