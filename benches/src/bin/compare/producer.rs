@@ -91,17 +91,17 @@ impl Sink for ShmReserve {
             Err(shmring::Error::Dropped | shmring::Error::Timeout) => return Ok(false),
             Err(e) => return Err(format!("reserve: {e}")),
         };
-        // The frame is produced where the consumer will read it: every
-        // byte is written once (standing for a decoder's output), which the
-        // copying transports get for free in their source frame.
-        slot.fill(sequence as u8);
+        // The frame is produced where the consumer will read it. As for
+        // every transport, producing it means stamping the header and the
+        // sample words; the rest of the picture (a decoder's output) is
+        // charged to no transport.
         payload::stamp(&mut slot, kind, sequence, send_ns);
         slot.set_kind(kind);
         slot.commit();
         Ok(true)
     }
     fn note(&self) -> String {
-        "reserve, write every byte in place, commit (no copy; the writing is charged here only)".to_string()
+        "reserve, stamp in place, commit (no copy; GB/s counts frames handed over, pixels not rewritten)".to_string()
     }
 }
 
