@@ -243,6 +243,19 @@ fn warmup_count(len: usize) -> u64 {
 /// drained it before the first timed message.
 const SETTLE: Duration = Duration::from_millis(100);
 
+/// Waits for `deadline_ns`. Busy-polling (`spin`) keeps the producer's core
+/// awake too, so the busy-poll latency run measures the ring's hand-over,
+/// not the time a halted core takes to come back.
+fn wait_until(deadline_ns: u64, spin: bool) {
+    if spin {
+        while now_ns() < deadline_ns {
+            std::hint::spin_loop();
+        }
+    } else {
+        sleep_until_ns(deadline_ns);
+    }
+}
+
 /// Runs the producer role; the report goes to stdout as one JSON line.
 pub fn run(args: &ProducerArgs) -> Result<ProducerReport, String> {
     let mut sink = connect(args)?;
@@ -261,28 +274,21 @@ pub fn run(args: &ProducerArgs) -> Result<ProducerReport, String> {
     let start_ns = now_ns();
     let mut report = ProducerReport { start_ns, ..Default::default() };
     let mut sequence = 0u64;
+    let spin = args.transport == Transport::ShmringSpin;
     loop {
-        if args.max_frames != 0 && sequence >= args.max_frames {
-            break;
-        }
         let due = match interval {
             Some(interval) => start_ns + sequence * interval,
             None => now_ns(),
         };
-        if due - start_ns >= duration && sequence > 0 {
-            break;
-        }
+        let done =
+            (args.max_frames != 0 && sequence >= args.max_frames) || (due - start_ns >= duration && sequence > 0);
         if interval.is_some() {
-            if args.transport == Transport::ShmringSpin {
-                // Busy-poll on both sides: the producer's core stays awake
-                // too, so the figure is the ring's hand-over, not the time
-                // a halted core takes to come back.
-                while now_ns() < due {
-                    std::hint::spin_loop();
-                }
-            } else {
-                sleep_until_ns(due);
-            }
+            // Paced: wait for the tick even after the last frame, so the
+            // run lasts `frames * interval` and frames/s is the pace.
+            wait_until(due, spin);
+        }
+        if done {
+            break;
         }
         if !sink.send(kind::DATA, sequence, len)? {
             report.dropped += 1;

@@ -50,7 +50,9 @@ impl Row {
         let p = &run.producer;
         let len = workload.message_len();
         let (frames, bytes, end_ns) = match &run.consumer {
-            Some(c) => (c.frames, c.bytes, c.end_ns.max(p.start_ns)),
+            // Until the last frame was received, or the producer's last
+            // pacing tick, whichever is later.
+            Some(c) => (c.frames, c.bytes, c.end_ns.max(p.end_ns)),
             None => (p.frames, p.frames * len as u64, p.end_ns),
         };
         let seconds = ((end_ns - p.start_ns) as f64 / 1e9).max(1e-9);
