@@ -11,6 +11,9 @@ pub struct Machine {
     pub cpu_model: String,
     /// Kernel release (`uname -r`).
     pub kernel: String,
+    /// One-minute load average when the description was taken: other work
+    /// on the machine shows up in latency tails and busy-polling figures.
+    pub load_average: f64,
 }
 
 impl Machine {
@@ -29,6 +32,14 @@ impl Machine {
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".to_string());
-        Machine { cores, cpu_model, kernel }
+        Machine { cores, cpu_model, kernel, load_average: load_average() }
     }
+}
+
+/// The one-minute load average (`/proc/loadavg`), 0 if unreadable.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
 }

@@ -210,7 +210,14 @@ fn compare(options: Options) -> Result<bool, String> {
     }
     let targets = report::targets(&rows);
     println!("## Transport comparison\n");
-    println!("Machine: {} cores, {}, Linux {}.", machine.cores, machine.cpu_model, machine.kernel);
+    println!(
+        "Machine: {} cores, {}, Linux {}; load average {:.2} before the runs, {:.2} after.",
+        machine.cores,
+        machine.cpu_model,
+        machine.kernel,
+        machine.load_average,
+        shmring_benches::machine::load_average()
+    );
     println!("Command: `{}`\n", options.command);
     print!("{}", report::table(&rows));
     println!();
