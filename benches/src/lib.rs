@@ -3,12 +3,13 @@
 //! the consumer checks), the monotonic clock, CPU accounting and a
 //! description of the machine.
 //!
-//! The `compare` binary (`src/bin/compare`) runs the transport comparison;
+//! [`compare`] is the transport comparison (the `compare` binary);
 //! `benches/ring.rs` holds the criterion micro-benchmarks.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod clock;
+pub mod compare;
 pub mod machine;
 pub mod payload;
 pub mod usage;

@@ -6,7 +6,7 @@ use std::path::Path;
 use plotters::coord::ranged1d::{SegmentValue, SegmentedCoord, ValueFormatter};
 use plotters::prelude::*;
 
-use crate::report::Row;
+use super::report::Row;
 
 struct Panel {
     title: &'static str,

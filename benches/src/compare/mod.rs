@@ -1,5 +1,8 @@
 //! The transport comparison: shmring against loopback WebSocket, Unix
-//! socket and TCP, and a memcpy floor, in real separate processes.
+//! socket and TCP, and a memcpy floor, in real separate processes. The
+//! `compare` binary is a thin wrapper around [`main`]; another binary (the
+//! `shmring bench` subcommand) can host it the same way through
+//! [`Relaunch`].
 //!
 //! ```text
 //! cargo run --release -p shmring-benches --bin compare -- [--quick] [--json FILE] [--svg FILE]
@@ -11,8 +14,6 @@
 //! again as the producer (`--role producer`). Each measures its own CPU with
 //! `getrusage(RUSAGE_SELF)` and the reports travel back as JSON lines on
 //! stdout. The Markdown table goes to stdout, progress to stderr.
-
-#![deny(unsafe_op_in_unsafe_fn)]
 
 mod chart;
 mod consumer;
@@ -26,12 +27,39 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use shmring_benches::machine::Machine;
+use crate::machine::Machine;
 
 use consumer::{ConsumerArgs, RunReport};
 use plan::{Limits, Transport, Workload, TRANSPORTS, WORKLOADS};
 use producer::{ProducerArgs, ProducerReport};
 use report::{Document, Row};
+
+/// How the comparison starts its producer and consumer processes: this
+/// program again, with `prefix` before the role arguments (for a host binary
+/// where the comparison is a subcommand), and how to show the command.
+#[derive(Clone, Debug)]
+pub struct Relaunch {
+    /// Arguments that lead back into [`main`] (e.g. `["bench"]`).
+    pub prefix: Vec<String>,
+    /// The command printed with the results.
+    pub display: String,
+}
+
+impl Default for Relaunch {
+    fn default() -> Self {
+        Relaunch { prefix: Vec::new(), display: "cargo run --release -p shmring-benches --bin compare --".to_string() }
+    }
+}
+
+impl Relaunch {
+    /// A command that runs this program in another role.
+    fn command(&self) -> Result<Command, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let mut command = Command::new(exe);
+        command.args(&self.prefix);
+        Ok(command)
+    }
+}
 
 const USAGE: &str = "usage: compare [--quick] [--json FILE] [--svg FILE] [--seconds S] [--frames N] \
 [--transports a,b,..] [--workloads a,b,..]
@@ -72,7 +100,7 @@ fn parse_workloads(item: &str) -> Result<Vec<Workload>, String> {
     })
 }
 
-fn parse(args: Vec<String>) -> Result<Role, String> {
+fn parse(args: &[String], relaunch: &Relaunch) -> Result<Role, String> {
     let mut role = None;
     let mut quick = false;
     let mut seconds: Option<f64> = None;
@@ -85,7 +113,7 @@ fn parse(args: Vec<String>) -> Result<Role, String> {
     let mut transport = None;
     let mut workload = None;
     let mut addr = None;
-    let mut it = args.iter().skip(1);
+    let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -116,8 +144,8 @@ fn parse(args: Vec<String>) -> Result<Role, String> {
                 max_frames,
             };
             // The command that reproduces the run (output paths left out).
-            let mut command = vec!["cargo run --release -p shmring-benches --bin compare --".to_string()];
-            let mut rest = args.iter().skip(1);
+            let mut command = vec![relaunch.display.clone()];
+            let mut rest = args.iter();
             while let Some(arg) = rest.next() {
                 if arg == "--json" || arg == "--svg" {
                     rest.next();
@@ -145,11 +173,16 @@ fn parse(args: Vec<String>) -> Result<Role, String> {
 }
 
 /// Runs one transport on one workload in child processes.
-fn run_one(transport: Transport, workload: Workload, limits: &Limits) -> Result<RunReport, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+fn run_one(
+    relaunch: &Relaunch,
+    transport: Transport,
+    workload: Workload,
+    limits: &Limits,
+) -> Result<RunReport, String> {
     let duration = limits.for_workload(workload);
     let role = if transport == Transport::Memcpy { "producer" } else { "consumer" };
-    let mut child = Command::new(exe)
+    let mut child = relaunch
+        .command()?
         .args(["--role", role, "--transport", transport.name(), "--workload", workload.name()])
         .args(["--duration-ms", &duration.as_millis().to_string()])
         .args(["--max-frames", &limits.max_frames.to_string()])
@@ -185,14 +218,14 @@ fn run_one(transport: Transport, workload: Workload, limits: &Limits) -> Result<
     serde_json::from_str(line).map_err(|e| format!("report {line:?}: {e}"))
 }
 
-fn compare(options: Options) -> Result<bool, String> {
+fn compare(options: Options, relaunch: &Relaunch) -> Result<bool, String> {
     let machine = Machine::detect();
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     for &workload in &options.workloads {
         for &transport in options.transports.iter().filter(|t| t.runs(workload)) {
             eprint!("{workload:>14} {transport:<18} ");
-            match run_one(transport, workload, &options.limits) {
+            match run_one(relaunch, transport, workload, &options.limits) {
                 Ok(run) => {
                     let row = Row::new(transport, workload, &run);
                     eprintln!(
@@ -216,7 +249,7 @@ fn compare(options: Options) -> Result<bool, String> {
         machine.cpu_model,
         machine.kernel,
         machine.load_average,
-        shmring_benches::machine::load_average()
+        crate::machine::load_average()
     );
     println!("Command: `{}`\n", options.command);
     print!("{}", report::table(&rows));
@@ -252,8 +285,10 @@ fn compare(options: Options) -> Result<bool, String> {
     Ok(failures.is_empty())
 }
 
-fn main() -> ExitCode {
-    let role = match parse(std::env::args().collect()) {
+/// Runs the comparison, or one of its roles when started by it. `args`
+/// are the arguments after the program name (and after `relaunch.prefix`).
+pub fn main(args: &[String], relaunch: &Relaunch) -> ExitCode {
+    let role = match parse(args, relaunch) {
         Ok(role) => role,
         Err(message) => {
             eprintln!("{message}");
@@ -261,9 +296,11 @@ fn main() -> ExitCode {
         }
     };
     let result = match role {
-        Role::Compare(options) => compare(options).map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
+        Role::Compare(options) => {
+            compare(options, relaunch).map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Role::Producer(args) => producer::run(&args).and_then(|report| print_json(&report)),
-        Role::Consumer(args) => consumer::run(&args).and_then(|report| print_json(&report)),
+        Role::Consumer(args) => consumer::run(&args, relaunch).and_then(|report| print_json(&report)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("compare: {e}");

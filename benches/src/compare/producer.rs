@@ -6,18 +6,18 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use crate::clock::{now_ns, sleep_until_ns};
+use crate::payload::{self, kind, HEADER_LEN};
+use crate::usage::CpuTime;
+use crate::CHROMIUM_WS_FRAGMENT;
 use serde::{Deserialize, Serialize};
 use shmring::{FullPolicy, MappedRing, Producer};
-use shmring_benches::clock::{now_ns, sleep_until_ns};
-use shmring_benches::payload::{self, kind, HEADER_LEN};
-use shmring_benches::usage::CpuTime;
-use shmring_benches::CHROMIUM_WS_FRAGMENT;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::{Bytes, Message, WebSocket};
 
-use crate::plan::{Transport, Workload};
-use crate::sockets;
+use super::plan::{Transport, Workload};
+use super::sockets;
 
 /// Bytes of the buffer the `memcpy` floor copies into: the ring's capacity.
 pub const RING_CAPACITY: usize = 64 << 20;

@@ -4,20 +4,21 @@
 use std::io::{BufReader, Read};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use crate::clock::now_ns;
+use crate::payload::{self, kind, HEADER_LEN};
+use crate::usage::CpuTime;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use shmring::{Consumer, RingOptions};
-use shmring_benches::clock::now_ns;
-use shmring_benches::payload::{self, kind, HEADER_LEN};
-use shmring_benches::usage::CpuTime;
 use tungstenite::Message;
 
-use crate::plan::{Transport, Workload};
-use crate::producer::{ProducerReport, RING_CAPACITY};
-use crate::sockets;
+use super::plan::{Transport, Workload};
+use super::producer::{ProducerReport, RING_CAPACITY};
+use super::sockets;
+use super::Relaunch;
 
 /// What the consumer process measured.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -157,9 +158,13 @@ impl Tally {
     }
 }
 
-fn spawn_producer(args: &ConsumerArgs, addr: Option<&str>, shmring_fd: Option<&str>) -> Result<Child, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let mut command = Command::new(exe);
+fn spawn_producer(
+    args: &ConsumerArgs,
+    relaunch: &Relaunch,
+    addr: Option<&str>,
+    shmring_fd: Option<&str>,
+) -> Result<Child, String> {
+    let mut command = relaunch.command()?;
     command
         .args(["--role", "producer", "--transport", args.transport.name(), "--workload", args.workload.name()])
         .args(["--duration-ms", &args.duration.as_millis().to_string()])
@@ -186,24 +191,24 @@ fn producer_report(child: Child) -> Result<ProducerReport, String> {
 }
 
 /// Runs the consumer role (and, through it, the producer process).
-pub fn run(args: &ConsumerArgs) -> Result<RunReport, String> {
+pub fn run(args: &ConsumerArgs, relaunch: &Relaunch) -> Result<RunReport, String> {
     let (consumer, child) = match args.transport {
-        t if t.is_shmring() => shmring(args)?,
-        Transport::Uds => uds(args)?,
-        Transport::Tcp => tcp(args)?,
-        Transport::Websocket => websocket(args)?,
+        t if t.is_shmring() => shmring(args, relaunch)?,
+        Transport::Uds => uds(args, relaunch)?,
+        Transport::Tcp => tcp(args, relaunch)?,
+        Transport::Websocket => websocket(args, relaunch)?,
         _ => return Err(format!("{} has no consumer process", args.transport)),
     };
     let producer = producer_report(child)?;
     Ok(RunReport { producer, consumer: Some(consumer) })
 }
 
-fn shmring(args: &ConsumerArgs) -> Result<(ConsumerReport, Child), String> {
+fn shmring(args: &ConsumerArgs, relaunch: &Relaunch) -> Result<(ConsumerReport, Child), String> {
     let options = RingOptions { prefault: true, ..RingOptions::with_capacity(RING_CAPACITY as u64) };
     let ring = Consumer::create_anonymous(&options).map_err(|e| format!("create ring: {e}"))?;
     let child = {
         let fds = ring.fds().inheritable().map_err(|e| format!("inheritable fds: {e}"))?;
-        spawn_producer(args, None, Some(fds.spec()))?
+        spawn_producer(args, relaunch, None, Some(fds.spec()))?
         // `fds` closes here: only the child keeps the duplicates.
     };
     let spin = args.transport == Transport::ShmringSpin;
@@ -269,11 +274,11 @@ fn read_stream(stream: impl Read, note: String) -> Result<ConsumerReport, String
     Ok(tally.finish(note, true))
 }
 
-fn uds(args: &ConsumerArgs) -> Result<(ConsumerReport, Child), String> {
+fn uds(args: &ConsumerArgs, relaunch: &Relaunch) -> Result<(ConsumerReport, Child), String> {
     let path = std::env::temp_dir().join(format!("shmring-compare-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
-    let child = spawn_producer(args, Some(&path.to_string_lossy()), None)?;
+    let child = spawn_producer(args, relaunch, Some(&path.to_string_lossy()), None)?;
     let accepted = listener.accept();
     let _ = std::fs::remove_file(&path);
     let (stream, _) = accepted.map_err(|e| format!("accept: {e}"))?;
@@ -282,24 +287,24 @@ fn uds(args: &ConsumerArgs) -> Result<(ConsumerReport, Child), String> {
     Ok((read_stream(stream, note)?, child))
 }
 
-fn tcp_accept(args: &ConsumerArgs) -> Result<(TcpStream, Child), String> {
+fn tcp_accept(args: &ConsumerArgs, relaunch: &Relaunch) -> Result<(TcpStream, Child), String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     let addr = listener.local_addr().map_err(|e| format!("local_addr: {e}"))?.to_string();
-    let child = spawn_producer(args, Some(&addr), None)?;
+    let child = spawn_producer(args, relaunch, Some(&addr), None)?;
     let (stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
     stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
     Ok((stream, child))
 }
 
-fn tcp(args: &ConsumerArgs) -> Result<(ConsumerReport, Child), String> {
-    let (stream, child) = tcp_accept(args)?;
+fn tcp(args: &ConsumerArgs, relaunch: &Relaunch) -> Result<(ConsumerReport, Child), String> {
+    let (stream, child) = tcp_accept(args, relaunch)?;
     let (snd, rcv) = sockets::set_buffers(&stream, sockets::SOCKET_BUFFER);
     let note = format!("blocking read through a 256 KiB BufReader, TCP_NODELAY; SO_SNDBUF {snd}, SO_RCVBUF {rcv}");
     Ok((read_stream(stream, note)?, child))
 }
 
-fn websocket(args: &ConsumerArgs) -> Result<(ConsumerReport, Child), String> {
-    let (stream, child) = tcp_accept(args)?;
+fn websocket(args: &ConsumerArgs, relaunch: &Relaunch) -> Result<(ConsumerReport, Child), String> {
+    let (stream, child) = tcp_accept(args, relaunch)?;
     let mut socket = tungstenite::accept(stream).map_err(|e| format!("websocket handshake: {e}"))?;
     let mut tally = Tally::new();
     loop {

@@ -1,10 +1,10 @@
 //! Figures per run, the Markdown table, the JSON document.
 
+use crate::machine::Machine;
 use serde::Serialize;
-use shmring_benches::machine::Machine;
 
-use crate::consumer::RunReport;
-use crate::plan::{Transport, Workload};
+use super::consumer::RunReport;
+use super::plan::{Transport, Workload};
 
 /// The figures of one transport on one workload.
 #[derive(Clone, Debug, Serialize)]

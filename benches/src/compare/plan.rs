@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use shmring_benches::FRAME_1080P;
+use crate::FRAME_1080P;
 
 /// How a message travels from the producer process to the consumer process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
