@@ -153,7 +153,7 @@ impl Sink for WsSink {
     fn note(&self) -> String {
         format!(
             "tungstenite client: write(Message::Frame) of {CHROMIUM_WS_FRAGMENT}-byte fragments \
-             (Binary + Continue opcodes), masked"
+             (Binary + Continue opcodes), masked; default 128 KiB write buffer (two fragments per write syscall)"
         )
     }
 }
