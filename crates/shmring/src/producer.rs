@@ -217,18 +217,26 @@ impl<B: Backing> Producer<B> {
         let capacity = self.geometry.capacity;
         let slot = &header.slots[self.slot];
         let mut write = header.write.position.load(Ordering::Relaxed);
+        // Cursors are shared memory: checked arithmetic, so a corrupt
+        // header makes the ring look full instead of panicking.
+        let fits =
+            |write: u64, read: u64| write.checked_sub(read).is_some_and(|used| used.saturating_add(size) <= capacity);
         loop {
-            if write < self.cached_read || write + size - self.cached_read > capacity {
+            if !fits(write, self.cached_read) {
                 // Acquire: SYNC POINT: pairs with the Release store of
                 // `read` in `Consumer::release`: the consumer is done with
                 // every byte before it, so we may overwrite them.
                 self.cached_read = header.read.position.load(Ordering::Acquire);
                 if write < self.cached_read {
                     // Our `write` is older than the consumer's progress.
-                    write = header.write.position.load(Ordering::Relaxed);
+                    let current = header.write.position.load(Ordering::Relaxed);
+                    if current == write {
+                        return None; // read passed write: corrupt cursors
+                    }
+                    write = current;
                     continue;
                 }
-                if write + size - self.cached_read > capacity {
+                if !fits(write, self.cached_read) {
                     return None;
                 }
             }
@@ -242,7 +250,7 @@ impl<B: Backing> Producer<B> {
             slot.inflight_pos.store(write, Ordering::Release);
             match header.write.position.compare_exchange_weak(
                 write,
-                write + size,
+                write.wrapping_add(size),
                 // Release: SYNC POINT: pairs with the consumer's Acquire load
                 // of `write`; whoever sees the claim sees its announcement.
                 Ordering::Release,
@@ -267,7 +275,7 @@ impl<B: Backing> Producer<B> {
         fence(Ordering::SeqCst);
         let read = header.read.position.load(Ordering::Acquire);
         let write = header.write.position.load(Ordering::Relaxed);
-        let room = write >= read && write + size - read <= self.geometry.capacity;
+        let room = write.checked_sub(read).is_some_and(|used| used.saturating_add(size) <= self.geometry.capacity);
         if !room {
             self.counters.waits += 1;
             self.slot_line().waits.store(self.counters.waits, Ordering::Relaxed);

@@ -111,12 +111,13 @@ impl Stats {
                 rejected: slot.rejected.load(r),
                 last_claim: Some(slot.inflight_pos.load(r)).filter(|&p| p != NO_CLAIM),
             };
-            stats.committed_frames += p.frames;
-            stats.committed_bytes += p.bytes;
-            stats.drops += p.drops;
-            stats.rejected += p.rejected;
-            stats.data_posts += slot.data_posts.load(r);
-            stats.producer_waits += slot.waits.load(r);
+            // Wrapping: a hostile producer may have written anything here.
+            stats.committed_frames = stats.committed_frames.wrapping_add(p.frames);
+            stats.committed_bytes = stats.committed_bytes.wrapping_add(p.bytes);
+            stats.drops = stats.drops.wrapping_add(p.drops);
+            stats.rejected = stats.rejected.wrapping_add(p.rejected);
+            stats.data_posts = stats.data_posts.wrapping_add(slot.data_posts.load(r));
+            stats.producer_waits = stats.producer_waits.wrapping_add(slot.waits.load(r));
             stats.producers.push(p);
         }
         stats
