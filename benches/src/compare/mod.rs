@@ -241,7 +241,18 @@ fn compare(options: Options, relaunch: &Relaunch) -> Result<bool, String> {
             }
         }
     }
-    let targets = report::targets(&rows);
+    let recv_drop_ms = if options.transports.contains(&Transport::ShmringUntouched) {
+        match recv_drop_cost() {
+            Ok(ms) => Some(ms),
+            Err(e) => {
+                failures.push(format!("recv + drop cost: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let targets = report::targets(&rows, recv_drop_ms);
     println!("## Transport comparison\n");
     println!(
         "Machine: {} cores, {}, Linux {}; load average {:.2} before the runs, {:.2} after.",
@@ -306,6 +317,32 @@ pub fn main(args: &[String], relaunch: &Relaunch) -> ExitCode {
         eprintln!("compare: {e}");
         ExitCode::FAILURE
     })
+}
+
+/// The consumer's own cost per frame with the payload untouched, without the
+/// wake-ups a sleeping consumer pays: rounds of 20 1080p records are
+/// committed (nothing written into them), then received and dropped under
+/// the clock. Milliseconds per frame, averaged over every round.
+pub fn recv_drop_cost() -> Result<f64, String> {
+    use shmring::{Consumer, RingOptions};
+    const ROUNDS: usize = 200;
+    const BATCH: usize = 20;
+    let options = RingOptions { prefault: true, ..RingOptions::with_capacity(producer::RING_CAPACITY as u64) };
+    let ring = Consumer::create_anonymous(&options).map_err(|e| format!("create ring: {e}"))?;
+    let mut producer = ring.producer().map_err(|e| format!("producer: {e}"))?;
+    let mut timed = Duration::ZERO;
+    for _ in 0..ROUNDS {
+        for _ in 0..BATCH {
+            producer.reserve(crate::FRAME_1080P).map_err(|e| format!("reserve: {e}"))?.commit();
+        }
+        let start = Instant::now();
+        for _ in 0..BATCH {
+            let frame = ring.try_recv().map_err(|e| format!("recv: {e}"))?.ok_or("frame missing")?;
+            std::hint::black_box(frame.kind());
+        }
+        timed += start.elapsed();
+    }
+    Ok(timed.as_secs_f64() * 1e3 / (ROUNDS * BATCH) as f64)
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<ExitCode, String> {

@@ -171,7 +171,10 @@ fn find<'a>(rows: &'a [Row], transport: &str, workload: &str) -> Option<&'a Row>
 }
 
 /// The targets of the comparison, as ratios or absolute values.
-pub fn targets(rows: &[Row]) -> Vec<Target> {
+///
+/// `recv_drop_ms` is the in-process cost of `recv` + drop of a 1080p frame
+/// with the payload untouched and no sleep ([`super::recv_drop_cost`]).
+pub fn targets(rows: &[Row], recv_drop_ms: Option<f64>) -> Vec<Target> {
     let mut out = Vec::new();
     let mut push = |name: String, measured: Option<f64>, limit: f64| {
         out.push(Target { name, measured, limit, met: measured.map(|m| m <= limit) });
@@ -208,6 +211,11 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         "latency-64: shmring (sleep/wake) p50 us".to_string(),
         find(rows, "shmring", "latency-64").and_then(|r| r.p50_us),
         15.0,
+    );
+    push(
+        "1080p frame: consumer recv + drop, payload untouched, no sleep (in-process) ms".to_string(),
+        recv_drop_ms,
+        0.001,
     );
     out
 }
