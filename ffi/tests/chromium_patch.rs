@@ -84,7 +84,10 @@ fn check_patch(path: &Path) -> Vec<String> {
         while i < lines.len() && !lines[i].starts_with("--- ") {
             let h = lines[i];
             assert!(
-                h.starts_with("index ") || h.starts_with("new file mode ") || h.starts_with("old mode ") || h.starts_with("new mode "),
+                h.starts_with("index ")
+                    || h.starts_with("new file mode ")
+                    || h.starts_with("old mode ")
+                    || h.starts_with("new mode "),
                 "{name}:{}: unexpected header {h:?}",
                 i + 1
             );
@@ -101,7 +104,8 @@ fn check_patch(path: &Path) -> Vec<String> {
         // Hunks: count the lines each side and compare with the header.
         let mut hunks = 0;
         while i < lines.len() && lines[i].starts_with("@@ ") {
-            let (old, new) = hunk_counts(lines[i]).unwrap_or_else(|| panic!("{name}:{}: bad hunk header {:?}", i + 1, lines[i]));
+            let (old, new) =
+                hunk_counts(lines[i]).unwrap_or_else(|| panic!("{name}:{}: bad hunk header {:?}", i + 1, lines[i]));
             if is_new {
                 assert_eq!(old, 0, "{name}: {b}: a new file's hunk has old lines");
             }
