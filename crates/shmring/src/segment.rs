@@ -179,6 +179,21 @@ impl Mapping {
         Ok(mapping)
     }
 
+    /// Faults in every page of the header, data region and mirror as
+    /// writable without changing a byte (`MADV_POPULATE_WRITE`, Linux
+    /// 5.14), so the first lap of frames does not pay page faults. Unlike
+    /// `MAP_POPULATE` it can run at any time, in any process.
+    pub(crate) fn populate(&self) -> Result<()> {
+        const MADV_POPULATE_WRITE: libc::c_int = 23;
+        let len = (self.header_size + 2 * self.capacity) as usize;
+        // SAFETY: the range is exactly our shared mappings; populating
+        // pages does not change their contents.
+        if unsafe { libc::madvise(self.base.as_ptr().cast(), len, MADV_POPULATE_WRITE) } != 0 {
+            return Err(Error::os("madvise(MADV_POPULATE_WRITE)"));
+        }
+        Ok(())
+    }
+
     pub(crate) fn base(&self) -> *mut u8 {
         self.base.as_ptr()
     }

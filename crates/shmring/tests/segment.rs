@@ -176,3 +176,14 @@ fn prefaulted_ring_works() {
     producer.send(1, b"x").unwrap();
     assert_eq!(&consumer.recv().unwrap()[..], b"x");
 }
+
+#[test]
+fn producer_can_prefault_its_mapping_without_changing_the_ring() {
+    let consumer = Consumer::create_anonymous(&options(1 << 20)).unwrap();
+    let mut producer = Producer::attach(consumer.fds().try_clone().unwrap()).unwrap();
+    producer.send(3, b"before").unwrap();
+    producer.prefault().unwrap();
+    producer.send(4, b"after").unwrap();
+    assert_eq!(&consumer.recv().unwrap()[..], b"before");
+    assert_eq!(&consumer.recv().unwrap()[..], b"after");
+}
