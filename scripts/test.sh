@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-packages=(libclang-dev clang pkg-config chromium ffmpeg)
+packages=(libclang-dev clang libclang-rt-dev pkg-config chromium ffmpeg)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
