@@ -18,6 +18,12 @@ use crate::error::{Error, Result};
 use crate::layout::{classify_stamp, consumer_state, record_size, Geometry, Header, StampState, MAX_PRODUCERS};
 use crate::liveness;
 use crate::recovery::{self, StallVerdict};
+
+/// See [`Consumer::set_unverifiable_stall_timeout`]: far longer than any
+/// pause of a live renderer thread between claim and commit (a copy of one
+/// frame), short enough that a crashed sandboxed renderer does not wedge
+/// the ring for long.
+pub const DEFAULT_UNVERIFIABLE_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 use crate::signal::Signal;
 use crate::sync::{fence, Ordering};
 
@@ -26,6 +32,7 @@ pub struct Consumer<B: Backing> {
     backing: Arc<B>,
     geometry: Geometry,
     stall_timeout: Duration,
+    unverifiable_stall_timeout: Duration,
     state: RefCell<State>,
 }
 
@@ -40,8 +47,12 @@ struct State {
     /// Records handed out or stepped over and not yet released, in ring
     /// order: `read` advances over the released prefix.
     held: VecDeque<Held>,
-    /// When the head record was first seen claimed but unpublished.
+    /// When the head record was first seen claimed but unpublished, or
+    /// last found to belong to a live producer.
     stall_since: Option<Instant>,
+    /// The stalled head and when it first stalled: how long a producer
+    /// whose liveness cannot be checked has held it.
+    stalled_head: Option<(u64, Instant)>,
     counters: Counters,
 }
 
@@ -85,6 +96,7 @@ impl<B: Backing> Consumer<B> {
         let line = &header.consumer;
         line.pid.store(liveness::own_pid(), Ordering::Relaxed);
         line.start_time.store(liveness::own_start_time(), Ordering::Relaxed);
+        line.pid_namespace.store(liveness::own_pid_namespace(), Ordering::Relaxed);
         line.generation.fetch_add(1, Ordering::Relaxed);
         // Release: SYNC POINT: pairs with the Acquire load of `state` in
         // `producer::consumer_liveness`; pid and start time come first.
@@ -104,6 +116,7 @@ impl<B: Backing> Consumer<B> {
         tracing::info!(read, write, capacity = geometry.capacity, "consumer attached");
         Ok(Consumer {
             stall_timeout: Duration::from_micros(geometry.stall_timeout_us.max(1)),
+            unverifiable_stall_timeout: DEFAULT_UNVERIFIABLE_STALL_TIMEOUT,
             backing,
             geometry,
             state: RefCell::new(State {
@@ -112,6 +125,7 @@ impl<B: Backing> Consumer<B> {
                 cached_write: read,
                 held: VecDeque::new(),
                 stall_since: None,
+                stalled_head: None,
                 counters,
             }),
         })
@@ -126,6 +140,15 @@ impl<B: Backing> Consumer<B> {
     /// liveness is checked.
     pub fn set_stall_timeout(&mut self, timeout: Duration) {
         self.stall_timeout = timeout;
+    }
+
+    /// How long a head record may stall when its producer's liveness cannot
+    /// be checked (it runs in another pid namespace, or in a sandbox that
+    /// hides `/proc`, as a renderer's does) before the producer is presumed
+    /// dead and the record stepped over. Default
+    /// [`DEFAULT_UNVERIFIABLE_STALL_TIMEOUT`].
+    pub fn set_unverifiable_stall_timeout(&mut self, timeout: Duration) {
+        self.unverifiable_stall_timeout = timeout;
     }
 
     /// The next published record, if there is one now.
@@ -314,19 +337,48 @@ impl<B: Backing> Consumer<B> {
             return Ok(false);
         }
         let head = st.peek;
-        match recovery::examine_stall(self.header(), &self.geometry, self.backing.as_ref(), head, st.cached_write) {
+        let began = match st.stalled_head {
+            Some((position, began)) if position == head => began,
+            _ => st.stalled_head.insert((head, since)).1,
+        };
+        let unverifiable_expired = now.duration_since(began) >= self.unverifiable_stall_timeout;
+        let verdict = recovery::examine_stall(
+            self.header(),
+            &self.geometry,
+            self.backing.as_ref(),
+            head,
+            st.cached_write,
+            unverifiable_expired,
+        );
+        match verdict {
             StallVerdict::OwnerAlive => {
                 // A slow producer: never skip it. Check again later.
                 st.stall_since = Some(now);
                 Ok(false)
             }
             StallVerdict::Published => Ok(true),
-            StallVerdict::OwnerDead { size, pid } => {
+            StallVerdict::OwnerDead { size, pid, presumed } => {
                 st.counters.recovered += 1;
                 self.header().consumed.recovered.store(st.counters.recovered, Ordering::Relaxed);
                 #[cfg(feature = "tracing")]
-                tracing::warn!(position = head, size, pid, "producer died between claim and commit; record recovered");
-                let _ = pid;
+                if presumed {
+                    tracing::warn!(
+                        position = head,
+                        size,
+                        pid,
+                        stalled_ms = now.duration_since(began).as_millis() as u64,
+                        "producer in another pid namespace held its claim past the unverifiable stall timeout; \
+                         presumed dead, record recovered"
+                    );
+                } else {
+                    tracing::warn!(
+                        position = head,
+                        size,
+                        pid,
+                        "producer died between claim and commit; record recovered"
+                    );
+                }
+                let _ = (pid, presumed);
                 self.step_over(st, head, head + size);
                 // Producers that died together often left claims back to
                 // back: check the next stalled head at once, not after

@@ -21,7 +21,7 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 /// "SHMRING\0", little-endian: the first word of every segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRING\0");
 /// Bumped whenever anything in this file changes meaning or place.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Stored last by the creator (Release); attach reads it first (Acquire).
 pub const INITIALISED: u32 = u32::from_le_bytes(*b"INIT");
 /// Size of one shared line: each hot word gets one to itself.
@@ -111,6 +111,9 @@ pub struct ConsumerLine {
     pub start_time: AtomicU64,
     /// Incremented by each consumer that attaches.
     pub generation: AtomicU64,
+    /// The consumer's pid namespace (0: unknown), so a producer in another
+    /// namespace knows the pid above means nothing to it.
+    pub pid_namespace: AtomicU64,
 }
 
 /// One cursor alone on its line.
@@ -183,6 +186,10 @@ pub struct ProducerSlot {
     pub waits: AtomicU64,
     /// Bumped each time the slot is taken, to tell owners apart in `stat`.
     pub generation: AtomicU64,
+    /// The owner's pid namespace (0: unknown, e.g. a sandbox without
+    /// `/proc`). A pid from another namespace cannot be checked by the
+    /// consumer: see `recovery`.
+    pub pid_namespace: AtomicU64,
 }
 
 /// Packs a slot's state and owner pid into its `owner` word.
@@ -259,6 +266,8 @@ mod checks {
     const _: () = assert!(size_of::<RetiredCounters>() == LINE);
     const _: () = assert!(size_of::<ProducerSlot>() == LINE);
     const _: () = assert!(offset_of!(ProducerSlot, inflight_pos) == 16);
+    const _: () = assert!(offset_of!(ProducerSlot, pid_namespace) == 88);
+    const _: () = assert!(offset_of!(ConsumerLine, pid_namespace) == 24);
     const _: () = assert!(offset_of!(Header, consumer) == LINE);
     const _: () = assert!(offset_of!(Header, write) == 2 * LINE);
     const _: () = assert!(offset_of!(Header, peek) == 3 * LINE);
@@ -363,6 +372,7 @@ impl Header {
                 state: atomic_u32(0),
                 start_time: atomic_u64(0),
                 generation: atomic_u64(0),
+                pid_namespace: atomic_u64(0),
             },
             write: Cursor { position: atomic_u64(0) },
             peek: Cursor { position: atomic_u64(0) },
@@ -397,6 +407,7 @@ impl Header {
                 data_posts: atomic_u64(0),
                 waits: atomic_u64(0),
                 generation: atomic_u64(0),
+                pid_namespace: atomic_u64(0),
             }),
         }
     }

@@ -22,6 +22,33 @@ pub fn own_start_time() -> u64 {
     read_stat("/proc/self/stat").map(|s| s.start_time).unwrap_or(0)
 }
 
+/// The inode number of this process's pid namespace, or 0 when it cannot
+/// be read (no `/proc`, as in a sandboxed renderer). Not cached: a process
+/// forked after `unshare(CLONE_NEWPID)` lives in another namespace than its
+/// parent, and this is read only when joining or examining a stall.
+pub fn own_pid_namespace() -> u64 {
+    #[cfg(miri)]
+    return 0;
+    #[cfg(not(miri))]
+    {
+        let link = std::fs::read_link("/proc/self/ns/pid").ok();
+        // The link reads `pid:[4026531836]`.
+        link.as_ref()
+            .and_then(|target| target.to_str())
+            .and_then(|text| text.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Whether a pid that a process in pid namespace `namespace` recorded names
+/// the same process here, so [`check`] can answer for it. A process that
+/// could not read its namespace (0) is presumed to be in another one; when
+/// this process cannot read its own, nothing better than the pid is known.
+pub fn pid_comparable(namespace: u64) -> bool {
+    let own = own_pid_namespace();
+    own == 0 || namespace == own
+}
+
 /// Checks `pid`, started at `start_time` (0: unknown).
 pub fn check(pid: u32, start_time: u64) -> Liveness {
     if pid == 0 || pid > i32::MAX as u32 {
@@ -80,6 +107,15 @@ mod tests {
         assert_eq!(check(own_pid(), start), Liveness::Alive);
         assert_eq!(check(own_pid(), start + 1), Liveness::Dead);
         assert_eq!(check(0, 0), Liveness::Dead);
+    }
+
+    #[test]
+    fn own_namespace_is_known_and_comparable() {
+        let own = own_pid_namespace();
+        assert_ne!(own, 0);
+        assert!(pid_comparable(own));
+        assert!(!pid_comparable(own + 1));
+        assert!(!pid_comparable(0));
     }
 
     #[test]

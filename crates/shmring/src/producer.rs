@@ -82,6 +82,7 @@ impl<B: Backing> Producer<B> {
             .ok_or(Error::TooManyProducers { max: MAX_PRODUCERS })?;
         let s = &header.slots[slot];
         s.start_time.store(start_time, Ordering::Relaxed);
+        s.pid_namespace.store(liveness::own_pid_namespace(), Ordering::Relaxed);
         s.inflight_size.store(0, Ordering::Relaxed);
         s.inflight_pos.store(NO_CLAIM, Ordering::Relaxed);
         for counter in [&s.frames, &s.bytes, &s.drops, &s.rejected, &s.data_posts, &s.waits] {
@@ -351,6 +352,11 @@ pub(crate) fn consumer_liveness(header: &Header) -> std::result::Result<(), u32>
     let pid = line.pid.load(Ordering::Relaxed);
     match line.state.load(Ordering::Acquire) {
         consumer_state::ATTACHED => {
+            if !liveness::pid_comparable(line.pid_namespace.load(Ordering::Relaxed)) {
+                // Its pid means nothing in our namespace: only a clean
+                // close (CLOSED, in shared memory) can tell us it is gone.
+                return Ok(());
+            }
             let start = line.start_time.load(Ordering::Relaxed);
             match liveness::check(pid, start) {
                 Liveness::Alive => Ok(()),

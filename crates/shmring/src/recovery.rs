@@ -21,8 +21,10 @@ pub(crate) enum StallVerdict {
     Published,
     /// Its producer lives: it is slow, not dead. Wait.
     OwnerAlive,
-    /// Its producer died before publishing; the record spans `size` bytes.
-    OwnerDead { size: u64, pid: u32 },
+    /// Its producer died before publishing (or, when `presumed`, its
+    /// liveness cannot be checked and it held the record past the
+    /// unverifiable stall timeout); the record spans `size` bytes.
+    OwnerDead { size: u64, pid: u32, presumed: bool },
     /// No producer claims it: the segment is corrupt.
     Unclaimed,
 }
@@ -33,6 +35,7 @@ pub(crate) fn examine_stall<B: Backing>(
     backing: &B,
     head: u64,
     write: u64,
+    unverifiable_expired: bool,
 ) -> StallVerdict {
     let mut dead = Vec::new();
     for slot in &header.slots {
@@ -49,11 +52,21 @@ pub(crate) fn examine_stall<B: Backing>(
         }
         let size = slot.inflight_size.load(Ordering::Relaxed);
         let pid = owner_pid(owner);
+        if !liveness::pid_comparable(slot.pid_namespace.load(Ordering::Relaxed)) {
+            // Its pid names some other process here (or none): waiting
+            // forever could wedge the ring, trusting the pid could skip a
+            // live producer. Wait the longer timeout, then presume.
+            if !unverifiable_expired {
+                return StallVerdict::OwnerAlive;
+            }
+            dead.push((size, pid, true));
+            continue;
+        }
         let start = slot.start_time.load(Ordering::Relaxed);
         if liveness::check(pid, start) == Liveness::Alive {
             return StallVerdict::OwnerAlive;
         }
-        dead.push((size, pid));
+        dead.push((size, pid, false));
     }
     // Acquire: SYNC POINT: pairs with the Release store of the stamp in
     // `Producer::publish_fields`.
@@ -64,8 +77,8 @@ pub(crate) fn examine_stall<B: Backing>(
     // Two dead slots may name the same head (one lost its CAS there, then
     // died): keep the size that ends on a real boundary.
     dead.into_iter()
-        .find(|&(size, _)| plausible_end(header, geometry, backing, head, size, write))
-        .map(|(size, pid)| StallVerdict::OwnerDead { size, pid })
+        .find(|&(size, _, _)| plausible_end(header, geometry, backing, head, size, write))
+        .map(|(size, pid, presumed)| StallVerdict::OwnerDead { size, pid, presumed })
         .unwrap_or(StallVerdict::Unclaimed)
 }
 
@@ -147,7 +160,13 @@ pub(crate) fn free_dead_slots(header: &Header, peek: u64) -> usize {
         // A JOINING slot has not written its start time yet: judge it by
         // its pid alone (and only give it back once that process is gone).
         let start = if state == slot_state::ACTIVE { slot.start_time.load(Ordering::Relaxed) } else { 0 };
-        if state == slot_state::FREE || liveness::check(pid, start) == Liveness::Alive {
+        // A producer whose pid cannot be checked keeps its slot, even one
+        // presumed dead: if it lives after all, two owners of one slot
+        // would confuse every later stall. (A slot lost per crashed
+        // sandboxed producer; the table has 64.)
+        let unverifiable =
+            state == slot_state::ACTIVE && !liveness::pid_comparable(slot.pid_namespace.load(Ordering::Relaxed));
+        if state == slot_state::FREE || unverifiable || liveness::check(pid, start) == Liveness::Alive {
             continue;
         }
         let claim = slot.inflight_pos.load(Ordering::Acquire);

@@ -406,8 +406,11 @@ impl Consumer<MappedRing> {
         let ring = MappedRing::open(fds)?;
         let line = &ring.header().consumer;
         let pid = line.pid.load(Ordering::Relaxed);
+        // A consumer in another pid namespace cannot be checked: presumed
+        // alive, so two consumers never share a ring.
         if line.state.load(Ordering::Acquire) == consumer_state::ATTACHED
-            && liveness::check(pid, line.start_time.load(Ordering::Relaxed)) == Liveness::Alive
+            && (!liveness::pid_comparable(line.pid_namespace.load(Ordering::Relaxed))
+                || liveness::check(pid, line.start_time.load(Ordering::Relaxed)) == Liveness::Alive)
         {
             return Err(Error::InUse { name: ring.name.clone(), pid });
         }

@@ -90,6 +90,22 @@ fn peer() {
             std::thread::sleep(Duration::from_millis(env_u64("SHMRING_TEST_PAUSE_MS")));
             r.commit();
         }
+        "fill-until-refused" => {
+            // SAFETY: the parent passed these descriptors in SHMRING_FD.
+            let mut producer = unsafe { Producer::from_env() }.unwrap();
+            producer.set_full_policy(FullPolicy::Fail);
+            let refusal = loop {
+                if let Err(e) = producer.send(1, &[0x5a; 4096]) {
+                    break e;
+                }
+            };
+            let what = match refusal {
+                Error::Full => "full",
+                Error::ConsumerGone { .. } => "consumer-gone",
+                other => panic!("unexpected refusal: {other}"),
+            };
+            ready(&format!("pid {} refused {what}", std::process::id()));
+        }
         "consumer-then-hang" => {
             // SAFETY: the parent passed these descriptors in SHMRING_FD.
             let fds = unsafe { shmring::RingFds::from_env() }.unwrap();
@@ -269,6 +285,57 @@ fn slow_producer_paused_past_the_stall_timeout_is_never_skipped() {
     assert_eq!(got.next[0], 100);
     assert!(slow.wait().unwrap().success() && survivor.wait().unwrap().success());
     assert_eq!(consumer.stats().recovered, 0);
+}
+
+#[test]
+fn producer_in_another_pid_namespace_killed_mid_claim_is_presumed_dead_after_the_longer_timeout() {
+    // Its pid (1, inside its namespace) names init out here: a pid check
+    // would call it alive forever and wedge the ring.
+    let mut consumer = Consumer::create_anonymous(&RingOptions::with_capacity(4 << 20)).unwrap();
+    consumer.set_unverifiable_stall_timeout(Duration::from_millis(1500));
+    let inherit = consumer.fds().inheritable().unwrap();
+    let mut hung = spawn_peer_in_pid_namespace("claim-and-hang", Some(inherit.spec()), &[], Stdio::piped());
+    assert_eq!(wait_for_line(&mut hung, "claimed "), "claimed 0");
+    let mut survivor = spawn_peer("survivor", Some(inherit.spec()), &producer_env(0, 200, 16 << 10));
+    // Past the ordinary stall timeout (250 ms), short of the longer one:
+    // the claim is still waited for.
+    assert!(consumer.recv_timeout(Duration::from_millis(800)).unwrap().is_none(), "an unverifiable claim was skipped");
+    let killed_at = Instant::now();
+    kill_peer(&mut hung);
+    let got = receive_until(&consumer, 1, 200, || true);
+    assert_eq!(got.next[0], 200);
+    assert!(survivor.wait().unwrap().success());
+    assert_eq!(consumer.stats().recovered, 1);
+    println!("all survivor records {:?} after the kill", killed_at.elapsed());
+}
+
+#[test]
+fn producer_in_another_pid_namespace_paused_past_the_stall_timeout_is_not_skipped() {
+    let options = RingOptions { stall_timeout: Duration::from_millis(20), ..RingOptions::with_capacity(1 << 20) };
+    let consumer = Consumer::create_anonymous(&options).unwrap();
+    let inherit = consumer.fds().inheritable().unwrap();
+    let env = [("SHMRING_TEST_PAUSE_MS", "400".to_string())];
+    let mut slow = spawn_peer_in_pid_namespace("slow-claim", Some(inherit.spec()), &env, Stdio::piped());
+    wait_for_line(&mut slow, "claimed");
+    let first = consumer.recv_timeout(Duration::from_secs(10)).unwrap().expect("the slow record arrives");
+    assert_eq!(first.kind(), 7);
+    assert!(check_record(7, 0, &first));
+    drop(first);
+    assert!(slow.wait().unwrap().success());
+    assert_eq!(consumer.stats().recovered, 0);
+}
+
+#[test]
+fn producer_in_another_pid_namespace_sees_a_full_ring_not_a_gone_consumer() {
+    // From inside its namespace our pid does not exist: a pid check would
+    // report the live consumer gone.
+    let consumer = Consumer::create_anonymous(&RingOptions::with_capacity(1 << 20)).unwrap();
+    let inherit = consumer.fds().inheritable().unwrap();
+    let mut filler = spawn_peer_in_pid_namespace("fill-until-refused", Some(inherit.spec()), &[], Stdio::piped());
+    let line = wait_for_line(&mut filler, "pid ");
+    assert!(filler.wait().unwrap().success());
+    assert_eq!(line, "pid 1 refused full", "the peer ran in its own pid namespace and saw the ring full");
+    drop(consumer);
 }
 
 #[test]

@@ -60,7 +60,31 @@ pub fn spawn_peer(role: &str, fds_spec: Option<&str>, extra_env: &[(&str, String
 
 /// As [`spawn_peer`], with the peer's stdout going to `stdout`.
 pub fn spawn_peer_with(role: &str, fds_spec: Option<&str>, extra_env: &[(&str, String)], stdout: Stdio) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    peer_command(Command::new(std::env::current_exe().unwrap()), role, fds_spec, extra_env, stdout).spawn().unwrap()
+}
+
+/// As [`spawn_peer_with`], with the peer in a new pid namespace of its own
+/// (util-linux `unshare`): its pid means nothing out here, as a sandboxed
+/// renderer's does not. Killing the returned child kills the peer.
+#[allow(dead_code)]
+pub fn spawn_peer_in_pid_namespace(
+    role: &str,
+    fds_spec: Option<&str>,
+    extra_env: &[(&str, String)],
+    stdout: Stdio,
+) -> Child {
+    let mut unshare = Command::new("unshare");
+    unshare.args(["--pid", "--fork", "--kill-child"]).arg(std::env::current_exe().unwrap());
+    peer_command(unshare, role, fds_spec, extra_env, stdout).spawn().expect("util-linux unshare runs")
+}
+
+fn peer_command(
+    mut cmd: Command,
+    role: &str,
+    fds_spec: Option<&str>,
+    extra_env: &[(&str, String)],
+    stdout: Stdio,
+) -> Command {
     cmd.args(["--ignored", "--exact", "peer", "--nocapture", "--test-threads=1", "-q"])
         .env("SHMRING_TEST_ROLE", role)
         .stdout(stdout);
@@ -70,7 +94,7 @@ pub fn spawn_peer_with(role: &str, fds_spec: Option<&str>, extra_env: &[(&str, S
     for (key, value) in extra_env {
         cmd.env(key, value);
     }
-    cmd.spawn().unwrap()
+    cmd
 }
 
 pub fn env_u64(key: &str) -> u64 {
