@@ -24,6 +24,10 @@ use crate::recovery::{self, StallVerdict};
 /// frame), short enough that a crashed sandboxed renderer does not wedge
 /// the ring for long.
 pub const DEFAULT_UNVERIFIABLE_STALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// See [`Consumer::set_spin_limit`]: a few times the cost of a sleep and a
+/// wake-up, so spinning never costs much more than sleeping would.
+pub const DEFAULT_SPIN_LIMIT: Duration = Duration::from_micros(20);
 use crate::signal::Signal;
 use crate::sync::{fence, Ordering};
 
@@ -33,6 +37,7 @@ pub struct Consumer<B: Backing> {
     geometry: Geometry,
     stall_timeout: Duration,
     unverifiable_stall_timeout: Duration,
+    spin_limit: Duration,
     state: RefCell<State>,
 }
 
@@ -53,6 +58,8 @@ struct State {
     /// The stalled head and when it first stalled: how long a producer
     /// whose liveness cannot be checked has held it.
     stalled_head: Option<(u64, Instant)>,
+    /// How long the last wait in `recv` lasted, to decide whether to spin.
+    last_wait: Duration,
     counters: Counters,
 }
 
@@ -117,6 +124,7 @@ impl<B: Backing> Consumer<B> {
         Ok(Consumer {
             stall_timeout: Duration::from_micros(geometry.stall_timeout_us.max(1)),
             unverifiable_stall_timeout: DEFAULT_UNVERIFIABLE_STALL_TIMEOUT,
+            spin_limit: if cfg!(loom) { Duration::ZERO } else { DEFAULT_SPIN_LIMIT },
             backing,
             geometry,
             state: RefCell::new(State {
@@ -126,6 +134,7 @@ impl<B: Backing> Consumer<B> {
                 held: VecDeque::new(),
                 stall_since: None,
                 stalled_head: None,
+                last_wait: Duration::ZERO,
                 counters,
             }),
         })
@@ -149,6 +158,13 @@ impl<B: Backing> Consumer<B> {
     /// [`DEFAULT_UNVERIFIABLE_STALL_TIMEOUT`].
     pub fn set_unverifiable_stall_timeout(&mut self, timeout: Duration) {
         self.unverifiable_stall_timeout = timeout;
+    }
+
+    /// How long `recv` may busy-poll before it sleeps, when its previous
+    /// wait was no longer than this (records are streaming in). Zero never
+    /// spins. Default [`DEFAULT_SPIN_LIMIT`].
+    pub fn set_spin_limit(&mut self, limit: Duration) {
+        self.spin_limit = limit;
     }
 
     /// The next published record, if there is one now.
@@ -242,9 +258,17 @@ impl<B: Backing> Consumer<B> {
 
     fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Option<Frame<'_, B>>> {
         let waiting = &self.header().waiters.consumer_waiting;
+        let mut wait_began = None;
         loop {
             if let Some(frame) = self.try_recv()? {
+                if let Some(began) = wait_began {
+                    self.state.borrow_mut().last_wait = Instant::now().saturating_duration_since(began);
+                }
                 return Ok(Some(frame));
+            }
+            let began = *wait_began.get_or_insert_with(Instant::now);
+            if self.spin(began, deadline) {
+                continue;
             }
             let mut slice = self.stall_timeout.min(Duration::from_millis(100));
             if let Some(since) = self.state.borrow().stall_since {
@@ -276,6 +300,30 @@ impl<B: Backing> Consumer<B> {
             }
             self.backing.data_available().wait(slice);
             waiting.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Busy-polls the head for a while before the first sleep of a wait,
+    /// when the previous wait was short: a producer streaming records is
+    /// then followed without a semaphore post and a wake-up per record,
+    /// while a paced one (a frame every 33 ms) costs no spinning. Returns
+    /// whether to try receiving again.
+    fn spin(&self, began: Instant, deadline: Option<Instant>) -> bool {
+        let limit = self.spin_limit;
+        if limit.is_zero() || self.state.borrow().last_wait > limit {
+            return false;
+        }
+        let until = deadline.map_or(began + limit, |deadline| deadline.min(began + limit));
+        loop {
+            if self.head_published() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            for _ in 0..32 {
+                crate::sync::spin_hint();
+            }
         }
     }
 

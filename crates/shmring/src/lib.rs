@@ -71,7 +71,7 @@ mod protocol_tests;
 #[cfg(all(any(test, feature = "heap"), not(loom)))]
 pub use backing::heap::HeapBacking;
 pub use backing::Backing;
-pub use consumer::{Consumer, Frame, DEFAULT_UNVERIFIABLE_STALL_TIMEOUT};
+pub use consumer::{Consumer, Frame, DEFAULT_SPIN_LIMIT, DEFAULT_UNVERIFIABLE_STALL_TIMEOUT};
 pub use error::{Error, Result};
 pub use liveness::Liveness;
 pub use name::{runtime_dir, socket_path, validate as validate_name};
