@@ -126,6 +126,23 @@ pub fn scan() -> Vec<Leftover> {
         .collect()
 }
 
+/// Removes the objects of ring `ring` if its owner is dead (or unknown),
+/// and returns the paths removed; refused while the owner lives.
+pub fn remove(ring: &str) -> Result<Vec<PathBuf>> {
+    name::validate(ring)?;
+    let owner_path = name::owner_path(ring);
+    if let Some((pid, start)) = read_owner(&owner_path) {
+        if liveness::check(pid, start) == Liveness::Alive {
+            return Err(Error::InUse { name: ring.to_string(), pid });
+        }
+    }
+    let mut removed = remove_named_objects(ring);
+    if std::fs::remove_file(&owner_path).is_ok() {
+        removed.push(owner_path);
+    }
+    Ok(removed)
+}
+
 /// Removes the objects of every ring whose owner is dead (or unknown), and
 /// returns what was removed. Rings with a live owner are left alone.
 pub fn collect() -> Vec<Leftover> {

@@ -78,7 +78,7 @@ pub use name::{runtime_dir, socket_path, validate as validate_name};
 pub use producer::{FullPolicy, Producer, Reservation};
 #[cfg(feature = "rendezvous")]
 pub use rendezvous::{AccessPolicy, RendezvousServer};
-pub use ring::{InheritableFds, MappedRing, RingConsumer, RingFds, RingOptions, RingProducer};
+pub use ring::{InheritableFds, MappedRing, RingConsumer, RingFds, RingHost, RingOptions, RingProducer};
 pub use segment::HugePages;
 pub use signal::{Semaphore, Signal};
 pub use stats::{ProducerStats, RingView, Stats};

@@ -188,6 +188,23 @@ impl Consumer<MappedRing> {
     }
 }
 
+impl crate::RingHost {
+    /// Serves this ring's descriptors to whoever attaches by name
+    /// (producers, a consumer, `stat`), until the returned server is
+    /// dropped.
+    pub fn serve(&self, policy: AccessPolicy) -> Result<RendezvousServer> {
+        RendezvousServer::start(self.name(), self.fds().try_clone()?, policy)
+    }
+}
+
+impl Consumer<MappedRing> {
+    /// Becomes the consumer of ring `name`, held by a [`RingHost`](crate::RingHost)
+    /// or left by a consumer that died, through its rendezvous socket.
+    pub fn connect(name: &str) -> Result<Self> {
+        Consumer::attach(request(name)?)
+    }
+}
+
 impl Producer<MappedRing> {
     /// Attaches to ring `name` through its consumer's rendezvous socket.
     pub fn connect(name: &str) -> Result<Self> {

@@ -376,6 +376,42 @@ fn leftover_error(name: &str, e: Error) -> Error {
     }
 }
 
+/// A named ring held open with no consumer attached: what `shmring create`
+/// keeps alive so that producers, a consumer and `stat` can attach to it by
+/// name later, in any order. A consumer attaches with
+/// [`Consumer::attach`]; the ring's names are removed when the host drops.
+pub struct RingHost {
+    ring: Arc<MappedRing>,
+}
+
+impl RingHost {
+    /// Creates ring `name` (segment, semaphores, owner file) without
+    /// becoming its consumer.
+    pub fn create(name: &str, options: &RingOptions) -> Result<RingHost> {
+        Ok(RingHost { ring: Arc::new(MappedRing::create(name, options, false)?) })
+    }
+
+    /// The ring's descriptors.
+    pub fn fds(&self) -> &RingFds {
+        self.ring.fds()
+    }
+
+    /// The ring's name.
+    pub fn name(&self) -> &str {
+        self.ring.name()
+    }
+
+    /// A snapshot of the ring's counters.
+    pub fn stats(&self) -> crate::Stats {
+        crate::Stats::read(self.ring.header(), self.ring.geometry())
+    }
+
+    /// The ring's geometry.
+    pub fn geometry(&self) -> &Geometry {
+        self.ring.geometry()
+    }
+}
+
 /// The consumer of a memfd ring.
 pub type RingConsumer = Consumer<MappedRing>;
 /// A producer of a memfd ring.

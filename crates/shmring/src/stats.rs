@@ -167,6 +167,11 @@ impl RingView {
         Ok(RingView { view, geometry })
     }
 
+    /// The geometry checked at open (header size, capacity, flags).
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
     /// A snapshot of the ring's counters.
     pub fn stats(&self) -> Stats {
         // SAFETY: as in `open`; the mapping lives as long as `self`.

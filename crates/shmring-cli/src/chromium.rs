@@ -1,0 +1,256 @@
+//! `shmring chromium`: the launcher for a Chromium built with the patch
+//! series in `chromium-patch/`. It creates a ring, starts the browser with
+//! the ring's descriptors inherited and `--shmring-fds=MEMFD:DATA:SPACE`,
+//! and consumes what the renderers write (recording it with `-o`).
+//!
+//! A stock Chromium ignores switches it does not know, silently. So the
+//! launcher looks at the program the browser really runs (after any
+//! wrapper script has exec'd it) for the switch's name, says at once when
+//! it is missing, and gives up after `--attach-timeout` if no renderer has
+//! attached, pointing to the browser bridge instead of waiting forever.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use shmring::{AccessPolicy, Consumer};
+use shmring_media::{KIND_AUDIO, KIND_VIDEO};
+
+use crate::cli::ChromiumArgs;
+use crate::encoder::{interrupt_flag, Encoder, EncoderConfig, StopRule};
+use crate::failure::{Failure, Outcome};
+use crate::host::ring_options;
+use crate::process;
+
+/// The switch the patched browser takes (`switches::kShmringFds`).
+pub const SWITCH: &str = "shmring-fds";
+
+/// Whether a browser build knows the switch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Support {
+    Known(PathBuf),
+    Unknown(PathBuf),
+    Undetermined(String),
+}
+
+/// Finds the program process `pid` runs once it has left any wrapper
+/// script, and whether that program contains the switch's name.
+pub fn switch_support(pid: u32) -> Support {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let exe = loop {
+        match std::fs::read_link(format!("/proc/{pid}/exe")) {
+            Ok(exe) => {
+                let name = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let shell = matches!(name.as_str(), "sh" | "bash" | "dash" | "zsh" | "env");
+                if !shell || Instant::now() > deadline {
+                    break exe;
+                }
+            }
+            Err(e) => return Support::Undetermined(format!("cannot see what pid {pid} runs: {e}")),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    match file_contains(&exe, SWITCH.as_bytes()) {
+        Ok(true) => Support::Known(exe),
+        Ok(false) => Support::Unknown(exe),
+        Err(e) => Support::Undetermined(format!("cannot read {}: {e}", exe.display())),
+    }
+}
+
+/// Whether `needle` occurs in the file (read in blocks; no mapping of a
+/// 300 MB browser needed).
+fn file_contains(path: &Path, needle: &[u8]) -> std::io::Result<bool> {
+    let mut file = std::fs::File::open(path)?;
+    let finder = memchr::memmem::Finder::new(needle);
+    let mut buffer = vec![0u8; 4 << 20];
+    let mut kept = 0;
+    loop {
+        let n = file.read(&mut buffer[kept..])?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let end = kept + n;
+        if finder.find(&buffer[..end]).is_some() {
+            return Ok(true);
+        }
+        // Keep the tail: the needle may straddle two blocks.
+        kept = (needle.len() - 1).min(end);
+        buffer.copy_within(end - kept..end, 0);
+    }
+}
+
+pub fn launch(args: ChromiumArgs) -> Outcome {
+    let name = args.ring.clone().unwrap_or_else(|| format!("chromium-{}", std::process::id()));
+    let consumer = Consumer::create(&name, &ring_options(&args.shape)).map_err(|e| Failure::ring(&name, e))?;
+    let _server = consumer.serve(AccessPolicy::default()).map_err(|e| Failure::ring(&name, e))?;
+    let inherited = consumer.fds().inheritable().map_err(|e| Failure::ring(&name, e))?;
+    let switch = format!("--{SWITCH}={}", inherited.spec());
+    let mut command = Command::new(&args.browser);
+    command.args(&args.browser_args).arg(&switch).stdin(Stdio::null());
+    // Its own process group: stopping the browser stops every child it made.
+    command.process_group(0);
+    let child = command.spawn().map_err(|e| {
+        Failure::failed(format!(
+            "cannot start {}: {e} (install Debian's chromium package: apt-get install -y chromium)",
+            args.browser.display()
+        ))
+    })?;
+    drop(inherited);
+    let pid = child.id();
+    eprintln!("chromium: started {} (pid {pid}) with {switch}, ring {name}", args.browser.display());
+    let support = switch_support(pid);
+    let stock_hint = format!(
+        "build Chromium with the patches in chromium-patch/, or use the browser bridge, which works with stock \
+         Chromium: `shmring bridge {name}` and the JS client in crates/shmring-bridge/js/"
+    );
+    match &support {
+        Support::Unknown(exe) => eprintln!(
+            "chromium: warning: {} does not contain the switch --{SWITCH}: a stock build, which ignores it, so no \
+             renderer will write into the ring; {stock_hint}",
+            exe.display()
+        ),
+        Support::Known(exe) => eprintln!("chromium: {} knows --{SWITCH}", exe.display()),
+        Support::Undetermined(why) => eprintln!("chromium: cannot tell whether the browser knows --{SWITCH}: {why}"),
+    }
+    let interrupted = interrupt_flag()?;
+    let stop_browser = || {
+        let _ = process::kill(pid, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match process::wait(pid, false) {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > deadline => {
+                    let _ = process::kill(pid, libc::SIGKILL);
+                    let _ = process::wait(pid, true);
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        // Renderers, zygote and helpers: the rest of the group.
+        // SAFETY: kill with a negative pid signals the group we created.
+        unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+    };
+
+    let attach_deadline = Instant::now() + args.attach_timeout;
+    loop {
+        if !consumer.stats().producers.is_empty() {
+            break;
+        }
+        if let Ok(Some(exit)) = process::wait(pid, false) {
+            // SAFETY: as above, for the group the browser leaves behind.
+            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+            return Err(Failure::failed(format!(
+                "the browser {} before any renderer attached to ring {name}",
+                exit.description
+            )));
+        }
+        if interrupted.load(Ordering::Relaxed) {
+            stop_browser();
+            return Ok(());
+        }
+        if Instant::now() >= attach_deadline {
+            stop_browser();
+            let why = match &support {
+                Support::Unknown(exe) => format!(
+                    "{} is a stock Chromium build that does not know --{SWITCH} (it ignores the switch); {stock_hint}",
+                    exe.display()
+                ),
+                _ => {
+                    "a page must call track.shmringAttach(label) on a track (see chromium-patch/README.md)".to_string()
+                }
+            };
+            return Err(Failure::failed(format!(
+                "no renderer attached to ring {name} within {:.1} s: {why}",
+                args.attach_timeout.as_secs_f64()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("chromium: a renderer attached to ring {name}");
+    let stop = StopRule {
+        deadline: args.seconds.map(|s| Instant::now() + s),
+        when_producers_leave: false,
+        interrupted: interrupted.clone(),
+    };
+    let outcome = match &args.output {
+        Some(output) => {
+            let config = EncoderConfig {
+                output: output.clone(),
+                fps: 30,
+                video_stream: None,
+                audio_stream: None,
+                ffmpeg: PathBuf::from("ffmpeg"),
+                preset: "ultrafast".to_string(),
+            };
+            let watch = BrowserWatch { pid, interrupted: &interrupted };
+            let report = Encoder::new(&consumer, config).run(&stop, |p| {
+                watch.check();
+                eprintln!("{}", crate::encoder::progress_line(p));
+            })?;
+            print!("{}", report.text());
+            report.failure.map_or(Ok(()), |f| Err(Failure::failed(f)))
+        }
+        None => count_frames(&consumer, &stop, pid),
+    };
+    stop_browser();
+    outcome
+}
+
+/// Ends a recording (through its interrupt flag) when the browser exits.
+struct BrowserWatch<'a> {
+    pid: u32,
+    interrupted: &'a std::sync::atomic::AtomicBool,
+}
+
+impl BrowserWatch<'_> {
+    fn check(&self) {
+        // Signal 0 only asks whether the process is still there.
+        if process::kill(self.pid, 0).is_err() || matches!(process::wait(self.pid, false), Ok(Some(_))) {
+            self.interrupted.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Without `-o`: count what the renderers write until the browser exits.
+fn count_frames(consumer: &shmring::RingConsumer, stop: &StopRule, pid: u32) -> Outcome {
+    let (mut video, mut audio, mut bytes) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    let mut next_line = started + Duration::from_secs(1);
+    loop {
+        if stop.interrupted.load(Ordering::Relaxed) || stop.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        if matches!(process::wait(pid, false), Ok(Some(_))) {
+            break;
+        }
+        match consumer.recv_timeout(Duration::from_millis(100)) {
+            Ok(Some(frame)) => {
+                bytes += frame.len() as u64;
+                match frame.kind() {
+                    KIND_VIDEO => video += 1,
+                    KIND_AUDIO => audio += 1,
+                    _ => {}
+                }
+            }
+            Ok(None) => {}
+            Err(shmring::Error::Corrupt { .. }) => {}
+            Err(e) => return Err(Failure::failed(e)),
+        }
+        if Instant::now() >= next_line {
+            next_line += Duration::from_secs(1);
+            eprintln!(
+                "  {:>5.1} s  {video} video frames, {audio} audio chunks, {bytes} bytes",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    println!(
+        "chromium: {video} video frames and {audio} audio chunks ({bytes} bytes) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

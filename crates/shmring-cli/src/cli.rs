@@ -1,0 +1,330 @@
+//! The command line: every command, its arguments and its help.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::size::{parse_duration, parse_resolution, parse_size, Resolution};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the command failed while running (I/O, ffmpeg, frames lost)
+  2  bad usage or a bad argument (ring name, size)
+  3  no such ring (nobody serves its rendezvous socket)
+  4  the ring is corrupt or of an incompatible version
+  5  the ring name is taken by a live process, or the ring already has a consumer
+
+Logging: RUST_LOG=info (or debug, trace; per module: RUST_LOG=shmring=debug).";
+
+/// Shared-memory rings for real-time media: create them, look into them,
+/// record them with ffmpeg.
+#[derive(Debug, Parser)]
+#[command(name = "shmring", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a named ring and keep it alive in the background until `shmring rm`.
+    Create(CreateArgs),
+    /// Hold a ring in the foreground (what `create` starts in the background).
+    #[command(hide = true)]
+    Hold(HoldArgs),
+    /// Remove a ring: stop the process holding it, or clear what a dead one left.
+    Rm(RmArgs),
+    /// List (and remove, unless --dry-run) what crashed rings left behind.
+    Gc(GcArgs),
+    /// Show a ring's header, cursors, counters and producers, without disturbing it.
+    Stat(StatArgs),
+    /// A live view of a ring, refreshed every second.
+    Top(TopArgs),
+    /// Consume one stream of a ring and write its raw frames to stdout (for ffmpeg).
+    Cat(CatArgs),
+    /// Consume a ring and encode its video and audio into an MP4 with ffmpeg.
+    Record(RecordArgs),
+    /// The main job in one command: camera and microphone processes -> ring -> encoder -> MP4.
+    Demo(DemoArgs),
+    /// A synthetic camera: paints 1080p I420 frames in place into a ring (a producer process).
+    Camera(CameraArgs),
+    /// A synthetic microphone: writes 48 kHz stereo f32 chunks into a ring (a producer process).
+    Microphone(MicrophoneArgs),
+    /// Start Chromium with a ring's descriptors inherited (`--shmring-fds`), and consume it.
+    Chromium(ChromiumArgs),
+    /// Compare shmring with loopback WebSocket, Unix socket and TCP (see `shmring bench --help`).
+    #[command(disable_help_flag = true)]
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Ring name: 1-48 characters from A-Z a-z 0-9 . _ -
+    pub name: String,
+    /// Also stop an owner that is not a `shmring create` holder (sends it SIGTERM).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RingShape {
+    /// Data capacity (a power of two): 64MiB, 256MiB, 1GiB, ...
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    pub capacity: u64,
+    /// Use huge pages when the system has a pool (falls back to normal pages).
+    #[arg(long)]
+    pub hugepages: bool,
+    /// Touch every page at creation so the first frames do not fault.
+    #[arg(long)]
+    pub prefault: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Ring name: 1-48 characters from A-Z a-z 0-9 . _ -
+    pub name: String,
+    #[command(flatten)]
+    pub shape: RingShape,
+    /// Stay in the foreground instead of holding the ring in the background.
+    #[arg(long)]
+    pub foreground: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HoldArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub shape: RingShape,
+    /// Descriptor to write "ready" (or the error) to once the ring exists.
+    #[arg(long)]
+    pub ready_fd: Option<i32>,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Only list what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatFormat {
+    Text,
+    Json,
+    Prometheus,
+}
+
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// Ring name.
+    pub name: String,
+    /// Machine-readable JSON.
+    #[arg(long, conflicts_with = "prometheus")]
+    pub json: bool,
+    /// Prometheus text exposition format.
+    #[arg(long)]
+    pub prometheus: bool,
+}
+
+impl StatArgs {
+    pub fn format(&self) -> StatFormat {
+        if self.json {
+            StatFormat::Json
+        } else if self.prometheus {
+            StatFormat::Prometheus
+        } else {
+            StatFormat::Text
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Ring name.
+    pub name: String,
+    /// Time between refreshes.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Stop after this many refreshes (default: until interrupted).
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MediaKind {
+    Video,
+    Audio,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// Ring name.
+    pub name: String,
+    /// What to write.
+    #[arg(long, value_enum, default_value = "video")]
+    pub kind: MediaKind,
+    /// Stream id to write (default: the first stream of that kind that arrives).
+    #[arg(long)]
+    pub stream: Option<u32>,
+    /// Stop after this many frames (video) or chunks (audio).
+    #[arg(long)]
+    pub frames: Option<u64>,
+    /// Stop after this long.
+    #[arg(long, value_parser = parse_duration)]
+    pub seconds: Option<Duration>,
+    /// Frame rate written into the printed ffmpeg arguments.
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct EncodeArgs {
+    /// The MP4 to write. A change of resolution starts a new file: OUT.1.mp4, OUT.2.mp4, ...
+    #[arg(short, long, default_value = "recording.mp4")]
+    pub output: PathBuf,
+    /// Output frame rate: frames are placed by timestamp, gaps filled by repeating the last frame.
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
+    /// Video stream id to record (default: the first video stream that arrives).
+    #[arg(long)]
+    pub video_stream: Option<u32>,
+    /// Audio stream id to record (default: the first audio stream that arrives).
+    #[arg(long)]
+    pub audio_stream: Option<u32>,
+    /// The ffmpeg program.
+    #[arg(long, default_value = "ffmpeg")]
+    pub ffmpeg: PathBuf,
+    /// x264 preset.
+    #[arg(long, default_value = "ultrafast")]
+    pub preset: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Ring name (held by `shmring create`, or created here with --create).
+    pub name: String,
+    #[command(flatten)]
+    pub encode: EncodeArgs,
+    /// Create the ring (and serve it by name) instead of attaching to an existing one.
+    #[arg(long)]
+    pub create: bool,
+    #[command(flatten)]
+    pub shape: RingShape,
+    /// Stop after this long (default: when every producer has left, or on Ctrl-C).
+    #[arg(long, value_parser = parse_duration)]
+    pub seconds: Option<Duration>,
+    /// Keep recording when every producer has left (until --seconds or Ctrl-C).
+    #[arg(long)]
+    pub keep_going: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How long the camera and microphone run.
+    #[arg(long, default_value = "6s", value_parser = parse_duration)]
+    pub seconds: Duration,
+    /// Camera resolution.
+    #[arg(long, default_value = "1920x1080", value_parser = parse_resolution)]
+    pub size: Resolution,
+    /// Switch the camera to this resolution halfway (the encoder starts a second file).
+    #[arg(long, value_parser = parse_resolution)]
+    pub switch_to: Option<Resolution>,
+    #[command(flatten)]
+    pub encode: DemoEncodeArgs,
+    /// Ring capacity.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    pub capacity: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoEncodeArgs {
+    /// The MP4 to write.
+    #[arg(short, long, default_value = "demo.mp4")]
+    pub output: PathBuf,
+    /// The ffmpeg program.
+    #[arg(long, default_value = "ffmpeg")]
+    pub ffmpeg: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ProducerTarget {
+    /// Attach to this ring by name (default: the descriptors in SHMRING_FD).
+    #[arg(long)]
+    pub ring: Option<String>,
+    /// How long to produce.
+    #[arg(long, default_value = "6s", value_parser = parse_duration)]
+    pub seconds: Duration,
+    /// Stream id written into every header.
+    #[arg(long, default_value_t = 1)]
+    pub stream: u32,
+    /// Start at this CLOCK_MONOTONIC time in microseconds (so that several
+    /// devices start together).
+    #[arg(long, hide = true)]
+    pub start_at_us: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct CameraArgs {
+    #[command(flatten)]
+    pub target: ProducerTarget,
+    /// Frame size.
+    #[arg(long, default_value = "1920x1080", value_parser = parse_resolution)]
+    pub size: Resolution,
+    /// Frames per second.
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
+    /// Change to this size after --switch-at.
+    #[arg(long, value_parser = parse_resolution, requires = "switch_at")]
+    pub switch_to: Option<Resolution>,
+    /// When to change size.
+    #[arg(long, value_parser = parse_duration)]
+    pub switch_at: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct MicrophoneArgs {
+    #[command(flatten)]
+    pub target: ProducerTarget,
+    /// Sample rate.
+    #[arg(long, default_value_t = 48_000)]
+    pub rate: u32,
+    /// Channels.
+    #[arg(long, default_value_t = 2)]
+    pub channels: u32,
+    /// Chunk length in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    pub chunk_ms: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ChromiumArgs {
+    /// Ring name to create for the browser (default: chromium-PID).
+    #[arg(long)]
+    pub ring: Option<String>,
+    /// Record what the browser writes into this MP4 (default: count frames only).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Stop after this long (default: when the browser exits).
+    #[arg(long, value_parser = parse_duration)]
+    pub seconds: Option<Duration>,
+    /// Give up if no renderer has attached to the ring after this long.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub attach_timeout: Duration,
+    /// The browser to start.
+    #[arg(long, default_value = "chromium")]
+    pub browser: PathBuf,
+    #[command(flatten)]
+    pub shape: RingShape,
+    /// Arguments passed to the browser (after `--`).
+    #[arg(last = true)]
+    pub browser_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Arguments of the comparison: [--quick] [--json FILE] [--svg FILE] [--seconds S] ...
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}

@@ -1,0 +1,262 @@
+//! Frames on their way into ffmpeg's pipes. A video frame is written
+//! straight from the ring (the record stays held until ffmpeg has taken
+//! every byte), row ranges gathered with `writev`, never blocking: a full
+//! pipe just leaves the rest for the next round.
+
+use std::collections::VecDeque;
+use std::io;
+use std::ops::Range;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::rc::Rc;
+
+use shmring::{Frame, MappedRing};
+use shmring_media::{AudioFrame, MediaError, PixelFormat, SampleFormat, VideoFrame};
+
+/// The bytes of one video frame as ffmpeg's rawvideo reads them: each
+/// plane's rows without the ring's stride padding.
+pub struct VideoSource<'c> {
+    data: SourceData<'c>,
+    chunks: Vec<Range<usize>>,
+    len: usize,
+}
+
+enum SourceData<'c> {
+    /// Still in the ring, borrowed in place.
+    Ring(Frame<'c, MappedRing>),
+    /// Copied out (see [`VideoSource::copy_out`]).
+    Copied(Vec<u8>),
+}
+
+/// What the encoder needs to know of a video frame to place it.
+#[derive(Clone, Copy, Debug)]
+pub struct VideoInfo {
+    pub stream_id: u32,
+    pub timestamp_us: i64,
+    pub frame_number: u64,
+    pub width: u32,
+    pub height: u32,
+    pub format: PixelFormat,
+}
+
+impl<'c> VideoSource<'c> {
+    /// Checks the video header of `frame` and keeps the frame, to be
+    /// written from where it lies.
+    pub fn parse(frame: Frame<'c, MappedRing>) -> Result<(VideoInfo, VideoSource<'c>), MediaError> {
+        let (info, chunks) = {
+            let view = VideoFrame::from_payload(&frame)?;
+            let info = VideoInfo {
+                stream_id: view.stream_id(),
+                timestamp_us: view.timestamp_us(),
+                frame_number: view.frame_number(),
+                width: view.width(),
+                height: view.height(),
+                format: view.format(),
+            };
+            (info, packed_chunks(&view, frame.as_ptr() as usize))
+        };
+        let len = chunks.iter().map(|c| c.len()).sum();
+        Ok((info, VideoSource { data: SourceData::Ring(frame), chunks, len }))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.data {
+            SourceData::Ring(frame) => frame,
+            SourceData::Copied(bytes) => bytes,
+        }
+    }
+
+    /// Whether the frame still occupies ring space.
+    pub fn in_the_ring(&self) -> bool {
+        matches!(self.data, SourceData::Ring(_))
+    }
+
+    /// A copy that no longer holds the ring (for a frame kept only to be
+    /// repeated, so that ring space behind it can be reused).
+    pub fn copy_out(&self) -> VideoSource<'c> {
+        let bytes = self.bytes();
+        let mut packed = Vec::with_capacity(self.len);
+        for chunk in &self.chunks {
+            packed.extend_from_slice(&bytes[chunk.clone()]);
+        }
+        let whole = std::iter::once(0..self.len).collect();
+        VideoSource { data: SourceData::Copied(packed), chunks: whole, len: self.len }
+    }
+
+    /// Bytes ffmpeg reads for this frame.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// The byte ranges of each plane's rows in a payload starting at `base`,
+/// adjacent ranges merged (one range per frame when strides have no
+/// padding).
+fn packed_chunks(view: &VideoFrame<'_>, base: usize) -> Vec<Range<usize>> {
+    let mut chunks: Vec<Range<usize>> = Vec::new();
+    let mut push = |range: Range<usize>| match chunks.last_mut() {
+        Some(last) if last.end == range.start => last.end = range.end,
+        _ => chunks.push(range),
+    };
+    for plane in 0..view.plane_count() {
+        let (row_bytes, rows) =
+            view.format().plane_geometry(plane, view.width(), view.height()).expect("plane within the count");
+        let (row_bytes, rows) = (row_bytes as usize, rows as usize);
+        // The view's planes are checked slices of the payload.
+        let start = view.plane(plane).as_ptr() as usize - base;
+        let stride = view.stride(plane);
+        if stride == row_bytes {
+            push(start..start + row_bytes * rows);
+        } else {
+            for row in 0..rows {
+                let at = start + row * stride;
+                push(at..at + row_bytes);
+            }
+        }
+    }
+    chunks
+}
+
+/// A frame to write `times` times (repeats fill slots of missed frames).
+pub struct VideoWrite<'c> {
+    pub source: Rc<VideoSource<'c>>,
+    pub times: u64,
+    /// Bytes of the current copy already written.
+    written: usize,
+}
+
+impl<'c> VideoWrite<'c> {
+    pub fn new(source: Rc<VideoSource<'c>>, times: u64) -> VideoWrite<'c> {
+        VideoWrite { source, times, written: 0 }
+    }
+}
+
+/// Most iovecs handed to one `writev`.
+const IOVECS: usize = 64;
+
+/// Writes queued frames to `fd` until it would block. Returns the number
+/// of whole frames written.
+pub fn write_video(fd: BorrowedFd<'_>, queue: &mut VecDeque<VideoWrite<'_>>) -> io::Result<u64> {
+    let mut completed = 0;
+    while let Some(front) = queue.front_mut() {
+        let source = &front.source;
+        let bytes = source.bytes();
+        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; IOVECS];
+        let mut count = 0;
+        let mut skip = front.written;
+        for chunk in &source.chunks {
+            if skip >= chunk.len() {
+                skip -= chunk.len();
+                continue;
+            }
+            let part = &bytes[chunk.start + skip..chunk.end];
+            skip = 0;
+            iov[count] = libc::iovec { iov_base: part.as_ptr() as *mut libc::c_void, iov_len: part.len() };
+            count += 1;
+            if count == IOVECS {
+                break;
+            }
+        }
+        if count == 0 {
+            // An empty frame (cannot happen for valid video): nothing to write.
+            queue.pop_front();
+            continue;
+        }
+        // SAFETY: the iovecs point into `bytes`, which lives (borrowed from
+        // the queue) for the whole call; writev only reads them.
+        let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), count as libc::c_int) };
+        if n < 0 {
+            let error = io::Error::last_os_error();
+            match error.kind() {
+                io::ErrorKind::WouldBlock => return Ok(completed),
+                io::ErrorKind::Interrupted => continue,
+                _ => return Err(error),
+            }
+        }
+        front.written += n as usize;
+        if front.written == source.len() {
+            front.written = 0;
+            front.times -= 1;
+            completed += 1;
+            if front.times == 0 {
+                queue.pop_front();
+            }
+        }
+    }
+    Ok(completed)
+}
+
+/// Bytes waiting for one pipe, written from the front.
+#[derive(Default)]
+pub struct ByteQueue {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl ByteQueue {
+    pub fn push(&mut self, data: &[u8]) {
+        if self.start == self.bytes.len() {
+            self.bytes.clear();
+            self.start = 0;
+        }
+        self.bytes.extend_from_slice(data);
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.start = 0;
+    }
+
+    /// Writes to `fd` until empty or it would block; returns bytes written.
+    pub fn write_to(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        let mut total = 0;
+        while self.start < self.bytes.len() {
+            let rest = &self.bytes[self.start..];
+            // SAFETY: writes from a live slice we own.
+            let n = unsafe { libc::write(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+            if n < 0 {
+                let error = io::Error::last_os_error();
+                match error.kind() {
+                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return Err(error),
+                }
+            }
+            self.start += n as usize;
+            total += n as usize;
+        }
+        if self.start == self.bytes.len() {
+            self.clear();
+        } else if self.start > (1 << 20) && self.start > self.bytes.len() / 2 {
+            self.bytes.drain(..self.start);
+            self.start = 0;
+        }
+        Ok(total)
+    }
+}
+
+/// Appends the samples of `chunk` after its first `skip` frames to `out`,
+/// channels interleaved, as f32 (what ffmpeg's `f32le` reads).
+pub fn push_interleaved(chunk: &AudioFrame<'_>, skip: usize, out: &mut impl Extend<f32>) {
+    let frames = chunk.frame_count() as usize;
+    match chunk.format() {
+        SampleFormat::F32Planar => {
+            let planes: Vec<&[f32]> = chunk.channels_f32().collect();
+            for i in skip.min(frames)..frames {
+                out.extend(planes.iter().map(|plane| plane[i]));
+            }
+        }
+        SampleFormat::S16Interleaved => {
+            let samples = chunk.s16().unwrap_or(&[]);
+            let start = (skip * chunk.channels() as usize).min(samples.len());
+            out.extend(samples[start..].iter().map(|&s| f32::from(s) / 32768.0));
+        }
+    }
+}
