@@ -135,6 +135,15 @@ impl Segment<'_> {
     }
 }
 
+/// An audio chunk converted to interleaved f32.
+struct Pcm {
+    timestamp_us: i64,
+    rate: u32,
+    channels: u32,
+    frames: u64,
+    samples: Vec<f32>,
+}
+
 /// The encoder over one ring's consumer.
 pub struct Encoder<'c> {
     consumer: &'c RingConsumer,
@@ -144,6 +153,8 @@ pub struct Encoder<'c> {
     audio_channels: u32,
     /// The format of audio seen before the first video frame.
     early_audio_format: Option<(u32, u32)>,
+    /// Chunks that came before the first video frame (at most 0.5 s).
+    early_audio: VecDeque<Pcm>,
     /// Interleaved f32 samples placed on the timeline and not yet handed
     /// to a file; the first is sample `audio_start`.
     audio_pending: VecDeque<f32>,
@@ -175,6 +186,7 @@ impl<'c> Encoder<'c> {
             audio: None,
             audio_channels: 0,
             early_audio_format: None,
+            early_audio: VecDeque::new(),
             audio_pending: VecDeque::new(),
             audio_start: 0,
             segments: Vec::new(),
@@ -346,6 +358,7 @@ impl<'c> Encoder<'c> {
             VideoSlot::At { repeats } => repeats,
         };
         let slot = self.video.next() - 1;
+        self.place_early_audio();
         self.repeat_last(repeats);
         let needs_new = self.segments.last().is_none_or(|s| s.state != SegmentState::Open || s.key != key);
         if needs_new {
@@ -489,13 +502,48 @@ impl<'c> Encoder<'c> {
             self.counters.audio_after_failure += 1;
             return;
         }
-        let format = (chunk.sample_rate(), chunk.channels());
-        let Some(origin) = self.video.origin_us() else {
-            // The recording starts with its first video frame.
-            self.early_audio_format.get_or_insert(format);
-            self.counters.audio_early += 1;
-            return;
+        let mut samples = Vec::with_capacity(chunk.frame_count() as usize * chunk.channels() as usize);
+        pipes::push_interleaved(&chunk, 0, &mut samples);
+        let pcm = Pcm {
+            timestamp_us: chunk.timestamp_us(),
+            rate: chunk.sample_rate(),
+            channels: chunk.channels(),
+            frames: u64::from(chunk.frame_count()),
+            samples,
         };
+        if self.video.origin_us().is_none() {
+            // The recording starts with its first video frame: keep a
+            // little audio in case that frame's own audio came first.
+            self.early_audio_format.get_or_insert((pcm.rate, pcm.channels));
+            let held: u64 = self.early_audio.iter().map(|p| p.frames).sum();
+            if held > u64::from(pcm.rate) / 2 {
+                self.early_audio.pop_front();
+                self.counters.audio_early += 1;
+            }
+            self.early_audio.push_back(pcm);
+            return;
+        }
+        self.place_audio(pcm);
+    }
+
+    /// Audio that arrived before the first video frame: what overlaps the
+    /// recording is placed, the rest counted as early.
+    fn place_early_audio(&mut self) {
+        let Some(origin) = self.video.origin_us() else { return };
+        while let Some(pcm) = self.early_audio.pop_front() {
+            let end_us = pcm.timestamp_us + (pcm.frames as i64 * 1_000_000) / i64::from(pcm.rate.max(1));
+            if end_us <= origin {
+                self.counters.audio_early += 1;
+            } else {
+                self.place_audio(pcm);
+            }
+        }
+    }
+
+    /// Puts a chunk on the audio timeline.
+    fn place_audio(&mut self, pcm: Pcm) {
+        let Some(origin) = self.video.origin_us() else { return };
+        let format = (pcm.rate, pcm.channels);
         if self.audio.is_none() {
             self.early_audio_format = Some(format);
             self.audio = Some(AudioClock::new(format.0));
@@ -512,8 +560,7 @@ impl<'c> Encoder<'c> {
             return;
         }
         let now = self.video.sample_at(self.video.next(), audio.rate());
-        let frames = u64::from(chunk.frame_count());
-        let (silence, skip) = match audio.place(chunk.timestamp_us(), frames, origin, now) {
+        let (silence, skip) = match audio.place(pcm.timestamp_us, pcm.frames, origin, now) {
             AudioSlot::Late => {
                 self.counters.audio_late += 1;
                 return;
@@ -523,7 +570,8 @@ impl<'c> Encoder<'c> {
         let channels = self.audio_channels as usize;
         self.audio_pending.extend(std::iter::repeat_n(0.0, silence as usize * channels));
         self.counters.silence_samples += silence;
-        pipes::push_interleaved(&chunk, skip as usize, &mut self.audio_pending);
+        let start = (skip as usize * channels).min(pcm.samples.len());
+        self.audio_pending.extend(&pcm.samples[start..]);
         self.counters.audio_placed += 1;
     }
 
