@@ -1,0 +1,152 @@
+//! Running the real `shmring` binary in tests: each test gets its own
+//! runtime directory (rendezvous sockets, owner files) and ring names no
+//! other test uses.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A test's private corner: a runtime directory and a scratch directory.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub runtime: PathBuf,
+    prefix: String,
+}
+
+impl Sandbox {
+    pub fn new(test: &str) -> Sandbox {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = dir.path().join("run");
+        Sandbox { runtime, dir, prefix: format!("t{}-{test}", std::process::id()) }
+    }
+
+    /// A ring name unique to this test run.
+    pub fn ring(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.prefix)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `shmring ARGS` with this sandbox's runtime directory.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shmring"));
+        command.args(args).env("SHMRING_RUNTIME_DIR", &self.runtime).env("RUST_LOG", "warn").stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `shmring ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let output = self.command(args).output().expect("run shmring");
+        Run::from(output, args)
+    }
+
+    /// Starts `shmring ARGS` in the background, output captured.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn shmring")
+    }
+}
+
+/// What a finished command did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub bytes: Vec<u8>,
+    pub args: String,
+}
+
+impl Run {
+    pub fn from(output: Output, args: &[&str]) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            bytes: output.stdout,
+            args: args.join(" "),
+        }
+    }
+
+    /// Asserts the exit code, and that stderr mentions `needle`.
+    pub fn fails_with(&self, code: i32, needle: &str) -> &Run {
+        assert_eq!(self.code, code, "`shmring {}`: exit {}\nstdout: {}\nstderr: {}", self.args, self.code, self.stdout, self.stderr);
+        assert!(self.stderr.contains(needle), "`shmring {}`: stderr lacks {needle:?}: {}", self.args, self.stderr);
+        self
+    }
+
+    pub fn succeeds(&self) -> &Run {
+        assert_eq!(self.code, 0, "`shmring {}` failed ({})\nstdout: {}\nstderr: {}", self.args, self.code, self.stdout, self.stderr);
+        self
+    }
+}
+
+/// Waits for `child` with a limit, killing it when the limit passes (a
+/// hang is a failure, not a stuck test).
+pub fn wait_for(child: Child, limit: Duration, what: &str) -> Run {
+    let pid = child.id();
+    let started = Instant::now();
+    let watchdog = std::thread::spawn(move || {
+        while started.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(50));
+            // Signal 0: is it still running?
+            // SAFETY: kill has no memory-safety preconditions.
+            if unsafe { libc::kill(pid as i32, 0) } != 0 {
+                return false;
+            }
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        true
+    });
+    let output = child.wait_with_output().expect("wait");
+    let killed = watchdog.join().unwrap_or(false);
+    assert!(!killed, "{what} did not finish within {limit:?}: {}", String::from_utf8_lossy(&output.stderr));
+    Run::from(output, &[what])
+}
+
+/// ffprobe's view of a file: (duration, width, height, fps, frames, audio codec, rate).
+#[derive(Debug)]
+pub struct Probed {
+    pub duration: f64,
+    pub video: Option<(u64, u64, f64, u64)>,
+    pub audio: Option<(String, u64)>,
+}
+
+pub fn ffprobe(path: &Path) -> Probed {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-show_entries"])
+        .arg("format=duration:stream=codec_type,codec_name,width,height,avg_frame_rate,nb_read_frames,sample_rate")
+        .args(["-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs (Debian's ffmpeg package)");
+    assert!(output.status.success(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("ffprobe json");
+    let number = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok()).or(v.as_f64()).unwrap_or(0.0);
+    let mut probed = Probed { duration: number(&json["format"]["duration"]), video: None, audio: None };
+    for stream in json["streams"].as_array().expect("streams") {
+        match stream["codec_type"].as_str() {
+            Some("video") => {
+                let rate = stream["avg_frame_rate"].as_str().unwrap_or("0/1");
+                let (n, d) = rate.split_once('/').unwrap_or(("0", "1"));
+                let fps = n.parse::<f64>().unwrap_or(0.0) / d.parse::<f64>().unwrap_or(1.0);
+                probed.video = Some((
+                    stream["width"].as_u64().unwrap_or(0),
+                    stream["height"].as_u64().unwrap_or(0),
+                    fps,
+                    number(&stream["nb_read_frames"]) as u64,
+                ));
+            }
+            Some("audio") => {
+                probed.audio = Some((
+                    stream["codec_name"].as_str().unwrap_or("").to_string(),
+                    number(&stream["sample_rate"]) as u64,
+                ))
+            }
+            _ => {}
+        }
+    }
+    probed
+}
