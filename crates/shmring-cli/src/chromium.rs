@@ -88,6 +88,10 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
     let _server = consumer.serve(AccessPolicy::default()).map_err(|e| Failure::ring(&name, e))?;
     let inherited = consumer.fds().inheritable().map_err(|e| Failure::ring(&name, e))?;
     let switch = format!("--{SWITCH}={}", inherited.spec());
+    // Whatever the browser leaves behind (crash handler, zygote children)
+    // is reparented to us, so that we can stop and reap it.
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     let mut command = Command::new(&args.browser);
     command.args(&args.browser_args).arg(&switch).stdin(Stdio::null());
     // Its own process group: stopping the browser stops every child it made.
@@ -133,6 +137,7 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
         // Renderers, zygote and helpers: the rest of the group.
         // SAFETY: kill with a negative pid signals the group we created.
         unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+        reap_orphans();
     };
 
     let attach_deadline = Instant::now() + args.attach_timeout;
@@ -143,6 +148,7 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
         if let Ok(Some(exit)) = process::wait(pid, false) {
             // SAFETY: as above, for the group the browser leaves behind.
             unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+            reap_orphans();
             return Err(Failure::failed(format!(
                 "the browser {} before any renderer attached to ring {name}",
                 exit.description
@@ -198,6 +204,43 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
     };
     stop_browser();
     outcome
+}
+
+/// Kills and reaps what the browser left reparented to us (we are its
+/// subreaper): helpers outside its process group, such as the crash handler.
+fn reap_orphans() {
+    let own = std::process::id();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        for pid in children_of(own) {
+            let _ = process::kill(pid, libc::SIGKILL);
+        }
+        let mut status = 0;
+        // SAFETY: waitpid writes the status we own; -1 means any child.
+        let reaped = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if reaped < 0 || Instant::now() > deadline {
+            // ECHILD: no children left.
+            return;
+        }
+        if reaped == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Pids whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
+                let rest = stat.rsplit(')').next().unwrap_or("");
+                rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent)
+            })
+        })
+        .collect()
 }
 
 /// Ends a recording (through its interrupt flag) when the browser exits.

@@ -65,7 +65,11 @@ fn create_stat_top_and_rm_a_ring_from_other_processes() {
 
     let prometheus = sandbox.run(&["stat", &name, "--prometheus"]);
     prometheus.succeeds();
-    assert!(prometheus.stdout.contains(&format!("shmring_capacity_bytes{{ring=\"{name}\"}} 16777216")), "{}", prometheus.stdout);
+    assert!(
+        prometheus.stdout.contains(&format!("shmring_capacity_bytes{{ring=\"{name}\"}} 16777216")),
+        "{}",
+        prometheus.stdout
+    );
     assert!(prometheus.stdout.contains("# TYPE shmring_committed_frames_total counter"));
 
     let top = sandbox.run(&["top", &name, "--count", "2", "--interval", "100ms"]);
@@ -87,7 +91,16 @@ fn rm_refuses_to_stop_a_consumer_that_owns_its_ring_unless_forced() {
     let sandbox = Sandbox::new("rmforce");
     let name = sandbox.ring("rec");
     let out = sandbox.path("x.mp4");
-    let recorder = sandbox.spawn(&["record", &name, "--create", "--capacity", "8MiB", "--keep-going", "-o", out.to_str().unwrap()]);
+    let recorder = sandbox.spawn(&[
+        "record",
+        &name,
+        "--create",
+        "--capacity",
+        "8MiB",
+        "--keep-going",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     wait_until_served(&sandbox, &name);
     sandbox.run(&["rm", &name]).fails_with(5, "--force");
     sandbox.run(&["rm", &name, "--force"]).succeeds();
@@ -249,7 +262,8 @@ fn gc_lists_and_removes_what_a_killed_holder_left() {
     let created = sandbox.run(&["create", &dead, "--capacity", "1MiB"]);
     created.succeeds();
     sandbox.run(&["create", &alive, "--capacity", "1MiB"]).succeeds();
-    let pid: i32 = created.stdout.split("held by pid ").nth(1).unwrap().split(';').next().unwrap().trim().parse().unwrap();
+    let pid: i32 =
+        created.stdout.split("held by pid ").nth(1).unwrap().split(';').next().unwrap().trim().parse().unwrap();
     // SAFETY: kill has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     // Gone, or a zombie nobody has reaped yet: dead either way.
@@ -271,7 +285,11 @@ fn gc_lists_and_removes_what_a_killed_holder_left() {
 
     let gc = sandbox.run(&["gc"]);
     gc.succeeds();
-    assert!(gc.stdout.lines().any(|l| l.starts_with("removed") && l.contains(&dead) && l.contains(&semaphore)), "{}", gc.stdout);
+    assert!(
+        gc.stdout.lines().any(|l| l.starts_with("removed") && l.contains(&dead) && l.contains(&semaphore)),
+        "{}",
+        gc.stdout
+    );
     assert!(!std::path::Path::new(&semaphore).exists());
     sandbox.run(&["stat", &alive]).succeeds();
     let again = sandbox.run(&["gc"]);
@@ -284,7 +302,12 @@ fn stat_json_from_another_process_shows_counters_growing() {
     let sandbox = Sandbox::new("growing");
     let name = sandbox.ring("live");
     sandbox.run(&["create", &name, "--capacity", "64MiB"]).succeeds();
-    let mut cat = sandbox.command(&["cat", &name, "--seconds", "6"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut cat = sandbox
+        .command(&["cat", &name, "--seconds", "6"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_until_consumer(&sandbox, &name);
     let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "4", "--size", "640x360"]);
     std::thread::sleep(Duration::from_millis(800));

@@ -71,13 +71,21 @@ impl Run {
 
     /// Asserts the exit code, and that stderr mentions `needle`.
     pub fn fails_with(&self, code: i32, needle: &str) -> &Run {
-        assert_eq!(self.code, code, "`shmring {}`: exit {}\nstdout: {}\nstderr: {}", self.args, self.code, self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "`shmring {}`: exit {}\nstdout: {}\nstderr: {}",
+            self.args, self.code, self.stdout, self.stderr
+        );
         assert!(self.stderr.contains(needle), "`shmring {}`: stderr lacks {needle:?}: {}", self.args, self.stderr);
         self
     }
 
     pub fn succeeds(&self) -> &Run {
-        assert_eq!(self.code, 0, "`shmring {}` failed ({})\nstdout: {}\nstderr: {}", self.args, self.code, self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "`shmring {}` failed ({})\nstdout: {}\nstderr: {}",
+            self.args, self.code, self.stdout, self.stderr
+        );
         self
     }
 }

@@ -1,0 +1,170 @@
+//! End to end: producer processes -> ring -> `shmring record` -> a real
+//! ffmpeg -> MP4 files that ffprobe checks; and what happens when ffmpeg
+//! dies or is missing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ffprobe, wait_for, Sandbox};
+
+fn assert_close(what: &str, found: f64, expected: f64, tolerance: f64) {
+    assert!(
+        (found - expected).abs() <= tolerance * expected,
+        "{what}: {found}, expected {expected} +- {:.0}%",
+        tolerance * 100.0
+    );
+}
+
+#[test]
+fn camera_and_microphone_processes_are_recorded_into_an_mp4() {
+    let sandbox = Sandbox::new("record");
+    let name = sandbox.ring("bot");
+    let out = sandbox.path("meeting.mp4");
+    sandbox.run(&["create", &name, "--capacity", "256MiB"]).succeeds();
+    let recorder = sandbox.spawn(&["record", &name, "-o", out.to_str().unwrap()]);
+    wait_for_consumer(&sandbox, &name);
+    let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "6"]);
+    let microphone = sandbox.spawn(&["microphone", "--ring", &name, "--seconds", "6"]);
+    let camera = wait_for(camera, Duration::from_secs(30), "camera");
+    camera.succeeds();
+    wait_for(microphone, Duration::from_secs(30), "microphone").succeeds();
+    let tally: serde_json::Value = serde_json::from_str(camera.stdout.trim()).unwrap();
+    assert_eq!(tally["sent"], 180, "{}", camera.stdout);
+
+    // The recorder stops by itself once both producers have left.
+    let run = wait_for(recorder, Duration::from_secs(60), "record");
+    run.succeeds();
+    assert!(run.stdout.contains("every producer left"), "{}", run.stdout);
+    assert!(run.stdout.contains("180 received, 180 encoded"), "{}", run.stdout);
+    // The microphone may start before the camera's first frame: the
+    // recording starts at that frame, and earlier chunks are counted.
+    let number_after = |line: &str, label: &str| -> u64 {
+        let line = run.stdout.lines().find(|l| l.trim_start().starts_with(line)).expect(line);
+        line.split(label)
+            .nth(1)
+            .and_then(|r| r.split([',', ' ', ')']).find(|w| !w.is_empty()))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let placed = number_after("audio  ", "received, ");
+    let early = number_after("audio dropped", "before the first video frame ");
+    assert_eq!(placed + early, 600, "{}", run.stdout);
+    assert_eq!(number_after("audio dropped", "audio dropped"), early, "no other audio lost: {}", run.stdout);
+    assert!(run.stdout.contains("180 frames, 6.00 s of audio"), "{}", run.stdout);
+
+    let probed = ffprobe(&out);
+    assert_close("duration", probed.duration, 6.0, 0.10);
+    let (width, height, fps, frames) = probed.video.expect("a video stream");
+    assert_eq!((width, height), (1920, 1080));
+    assert_close("frame rate", fps, 30.0, 0.02);
+    assert_close("frames", frames as f64, 180.0, 0.10);
+    let (codec, rate) = probed.audio.expect("an audio stream");
+    assert_eq!((codec.as_str(), rate), ("aac", 48_000));
+    sandbox.run(&["rm", &name]).succeeds();
+}
+
+#[test]
+fn the_demo_records_and_starts_a_new_file_when_the_resolution_changes() {
+    let sandbox = Sandbox::new("demo");
+    let out = sandbox.path("demo.mp4");
+    let demo = sandbox.spawn(&["demo", "--seconds", "5", "--switch-to", "1280x720", "-o", out.to_str().unwrap()]);
+    let run = wait_for(demo, Duration::from_secs(90), "demo");
+    run.succeeds();
+    assert!(run.stdout.contains("150 received, 150 encoded"), "{}", run.stdout);
+    assert!(run.stderr.contains("files 2"), "progress lines while it runs: {}", run.stderr);
+    let first = ffprobe(&out);
+    let second = ffprobe(&sandbox.path("demo.1.mp4"));
+    assert_eq!(first.video.as_ref().map(|v| (v.0, v.1)), Some((1920, 1080)));
+    assert_eq!(second.video.as_ref().map(|v| (v.0, v.1)), Some((1280, 720)));
+    let frames = first.video.unwrap().3 + second.video.unwrap().3;
+    assert_close("frames over both files", frames as f64, 150.0, 0.05);
+    assert_close("duration over both files", first.duration + second.duration, 5.0, 0.10);
+    assert!(first.audio.is_some() && second.audio.is_some(), "audio in both files");
+}
+
+/// The ffmpeg that `record` (pid `parent`) started.
+fn ffmpeg_child(parent: u32) -> Option<i32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let comm = &stat[open + 1..close];
+        let ppid = stat[close + 1..].split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        if comm == "ffmpeg" && ppid == Some(parent) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn when_ffmpeg_dies_the_error_is_clear_and_producers_keep_running() {
+    let sandbox = Sandbox::new("ffdies");
+    let name = sandbox.ring("bot");
+    let out = sandbox.path("dies.mp4");
+    sandbox.run(&["create", &name, "--capacity", "64MiB"]).succeeds();
+    let recorder = sandbox.spawn(&["record", &name, "-o", out.to_str().unwrap()]);
+    wait_for_consumer(&sandbox, &name);
+    let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "5", "--size", "640x360"]);
+    let microphone = sandbox.spawn(&["microphone", "--ring", &name, "--seconds", "5"]);
+    let ffmpeg = (0..200)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            ffmpeg_child(recorder.id())
+        })
+        .expect("record starts ffmpeg");
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(ffmpeg, libc::SIGKILL) }, 0);
+
+    // The producers never notice: the encoder goes on draining the ring.
+    let camera = wait_for(camera, Duration::from_secs(30), "camera");
+    camera.succeeds();
+    let tally: serde_json::Value = serde_json::from_str(camera.stdout.trim()).unwrap();
+    assert_eq!((tally["sent"].as_u64(), tally["dropped"].as_u64()), (Some(150), Some(0)), "{}", camera.stdout);
+    wait_for(microphone, Duration::from_secs(30), "microphone").succeeds();
+
+    let run = wait_for(recorder, Duration::from_secs(60), "record");
+    run.fails_with(1, "recording failed");
+    assert!(run.stderr.contains("killed by signal 9"), "{}", run.stderr);
+    // Every frame after the failure is counted, none silently lost.
+    let after: u64 = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("video dropped"))
+        .and_then(|l| l.split("after failure ").nth(1))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a video dropped line");
+    assert!(after >= 60, "frames after ffmpeg died are counted as dropped: {}", run.stdout);
+    assert!(run.stdout.contains("150 received"), "{}", run.stdout);
+    sandbox.run(&["rm", &name]).succeeds();
+}
+
+#[test]
+fn a_missing_ffmpeg_is_named_with_the_package_to_install() {
+    let sandbox = Sandbox::new("noffmpeg");
+    let name = sandbox.ring("bot");
+    sandbox.run(&["create", &name, "--capacity", "16MiB"]).succeeds();
+    let recorder = sandbox.spawn(&["record", &name, "--ffmpeg", "/nonexistent/ffmpeg", "-o", "/dev/null"]);
+    wait_for_consumer(&sandbox, &name);
+    let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "2", "--size", "320x240"]);
+    wait_for(camera, Duration::from_secs(30), "camera").succeeds();
+    let run = wait_for(recorder, Duration::from_secs(30), "record");
+    run.fails_with(1, "apt-get install -y ffmpeg");
+    sandbox.run(&["demo", "--ffmpeg", "/nonexistent/ffmpeg"]).fails_with(1, "apt-get install -y ffmpeg");
+    sandbox.run(&["rm", &name]).succeeds();
+}
+
+fn wait_for_consumer(sandbox: &Sandbox, name: &str) {
+    for _ in 0..400 {
+        let stat = sandbox.run(&["stat", name, "--json"]);
+        if stat.code == 0 && stat.stdout.contains("\"state\": \"attached\"") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("no consumer attached to {name}");
+}
