@@ -164,6 +164,10 @@ pub fn gc(args: GcArgs) -> Outcome {
             println!("kept     {:<24} owner {owner} is alive", leftover.name);
             continue;
         }
+        if let Some(pid) = leftover.mapped_by {
+            println!("kept     {:<24} owner {owner}, but pid {pid} uses its semaphores", leftover.name);
+            continue;
+        }
         if args.dry_run {
             println!("stale    {:<24} owner {owner}: {}", leftover.name, paths(&leftover.paths));
             continue;

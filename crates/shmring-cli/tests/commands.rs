@@ -292,6 +292,18 @@ fn gc_lists_and_removes_what_a_killed_holder_left() {
     );
     assert!(!std::path::Path::new(&semaphore).exists());
     sandbox.run(&["stat", &alive]).succeeds();
+
+    // Seen from another runtime directory, the live ring has no owner file,
+    // but its holder maps its semaphores: still kept.
+    let elsewhere = Sandbox::new("gc-elsewhere");
+    let gc = elsewhere.run(&["gc"]);
+    gc.succeeds();
+    assert!(
+        gc.stdout.lines().any(|l| l.starts_with("kept") && l.contains(&alive) && l.contains("uses its semaphores")),
+        "{}",
+        gc.stdout
+    );
+    sandbox.run(&["stat", &alive]).succeeds();
     let again = sandbox.run(&["gc"]);
     assert!(!again.stdout.contains(&dead), "{}", again.stdout);
     sandbox.run(&["rm", &alive]).succeeds();

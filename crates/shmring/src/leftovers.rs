@@ -91,7 +91,33 @@ pub struct Leftover {
     pub owner_pid: Option<u32>,
     /// Whether that owner is alive (then nothing is removed).
     pub owner_alive: bool,
+    /// A process that has one of the ring's semaphores mapped: the ring is
+    /// in use, whatever its owner file says (its owner may keep its files
+    /// in another runtime directory), and nothing is removed.
+    pub mapped_by: Option<u32>,
     pub paths: Vec<PathBuf>,
+}
+
+impl Leftover {
+    /// Whether something still uses the ring.
+    pub fn in_use(&self) -> bool {
+        self.owner_alive || self.mapped_by.is_some()
+    }
+}
+
+/// A process that has a semaphore of ring `ring` mapped (named, not
+/// unlinked), from `/proc/PID/maps`.
+fn mapped_by(ring: &str) -> Option<u32> {
+    let paths = ["data", "space"].map(|role| signal::semaphore_path(ring, role));
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { continue };
+        // An unlinked file's mapping ends in " (deleted)" and does not match.
+        if maps.lines().any(|line| paths.iter().any(|path| line.ends_with(path.as_str()))) {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 /// Lists every ring name with objects on this machine: semaphores in
@@ -121,13 +147,15 @@ pub fn scan() -> Vec<Leftover> {
         .map(|(ring, paths)| {
             let owner = read_owner(&name::owner_path(&ring));
             let owner_alive = owner.is_some_and(|(pid, start)| liveness::check(pid, start) == Liveness::Alive);
-            Leftover { name: ring, owner_pid: owner.map(|o| o.0), owner_alive, paths }
+            let mapped_by = if owner_alive { None } else { mapped_by(&ring) };
+            Leftover { name: ring, owner_pid: owner.map(|o| o.0), owner_alive, mapped_by, paths }
         })
         .collect()
 }
 
-/// Removes the objects of ring `ring` if its owner is dead (or unknown),
-/// and returns the paths removed; refused while the owner lives.
+/// Removes the objects of ring `ring` if its owner is dead (or unknown)
+/// and no process uses them, and returns the paths removed; refused while
+/// the owner lives or a process has the ring's semaphores mapped.
 pub fn remove(ring: &str) -> Result<Vec<PathBuf>> {
     name::validate(ring)?;
     let owner_path = name::owner_path(ring);
@@ -136,6 +164,9 @@ pub fn remove(ring: &str) -> Result<Vec<PathBuf>> {
             return Err(Error::InUse { name: ring.to_string(), pid });
         }
     }
+    if let Some(pid) = mapped_by(ring) {
+        return Err(Error::InUse { name: ring.to_string(), pid });
+    }
     let mut removed = remove_named_objects(ring);
     if std::fs::remove_file(&owner_path).is_ok() {
         removed.push(owner_path);
@@ -143,12 +174,13 @@ pub fn remove(ring: &str) -> Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
-/// Removes the objects of every ring whose owner is dead (or unknown), and
-/// returns what was removed. Rings with a live owner are left alone.
+/// Removes the objects of every ring whose owner is dead (or unknown) and
+/// that no process uses, and returns what was removed. Rings in use are
+/// left alone.
 pub fn collect() -> Vec<Leftover> {
     scan()
         .into_iter()
-        .filter(|leftover| !leftover.owner_alive)
+        .filter(|leftover| !leftover.in_use())
         .inspect(|leftover| {
             remove_named_objects(&leftover.name);
             let _ = std::fs::remove_file(name::owner_path(&leftover.name));
