@@ -346,3 +346,30 @@ fn stat_json_from_another_process_shows_counters_growing() {
     assert!(cat.wait().unwrap().success(), "{stderr}");
     sandbox.run(&["rm", &name]).succeeds();
 }
+
+#[test]
+fn bench_runs_the_comparison_with_this_binary_as_its_processes() {
+    let sandbox = Sandbox::new("bench");
+    let json = sandbox.path("bench.json");
+    let run = sandbox.run(&[
+        "bench",
+        "--seconds",
+        "1",
+        "--frames",
+        "10",
+        "--transports",
+        "shmring,uds",
+        "--workloads",
+        "video-1080p30",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    run.succeeds();
+    assert!(run.stdout.contains("shmring bench"), "the command shown is this one: {}", run.stdout);
+    let document: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let results = document["results"].as_array().unwrap();
+    for transport in ["shmring", "uds"] {
+        let row = results.iter().find(|r| r["transport"] == transport).unwrap_or_else(|| panic!("{transport} ran"));
+        assert_eq!((row["frames"].as_u64(), row["lost"].as_u64()), (Some(10), Some(0)), "{row}");
+    }
+}
