@@ -88,8 +88,9 @@ pub fn cat(args: CatArgs) -> Outcome {
             }
             let len = source.len() as u64;
             let mut queue = VecDeque::from([VideoWrite::new(Rc::new(source), 1)]);
-            // stdout blocks, so one call writes the whole frame.
-            pipes::write_video(out.as_fd(), &mut queue).map(|_| len)
+            // stdout blocks, so one call writes the whole frame (copied:
+            // a reader we do not track may read it at any time).
+            pipes::VideoPipe::new(false).write(out.as_fd(), &mut queue).map(|_| len)
         } else {
             let chunk = match AudioFrame::from_payload(&frame) {
                 Ok(chunk) => chunk,

@@ -191,6 +191,7 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
                 audio_stream: None,
                 ffmpeg: PathBuf::from("ffmpeg"),
                 preset: "ultrafast".to_string(),
+                splice: true,
             };
             let watch = BrowserWatch { pid, interrupted: &interrupted };
             let report = Encoder::new(&consumer, config).run(&stop, |p| {

@@ -199,6 +199,10 @@ pub struct EncodeArgs {
     /// x264 preset.
     #[arg(long, default_value = "ultrafast")]
     pub preset: String,
+    /// Copy video into ffmpeg's pipe with writev instead of handing it the
+    /// ring's pages with vmsplice.
+    #[arg(long)]
+    pub copy: bool,
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +250,9 @@ pub struct DemoEncodeArgs {
     /// The ffmpeg program.
     #[arg(long, default_value = "ffmpeg")]
     pub ffmpeg: PathBuf,
+    /// Copy video into ffmpeg's pipe (writev) instead of splicing the ring's pages.
+    #[arg(long)]
+    pub copy: bool,
 }
 
 #[derive(Debug, Args, Clone)]

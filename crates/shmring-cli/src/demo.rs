@@ -92,6 +92,7 @@ pub fn demo(args: DemoArgs) -> Outcome {
         audio_stream: Some(2),
         ffmpeg: args.encode.ffmpeg.clone(),
         preset: "ultrafast".to_string(),
+        splice: !args.encode.copy,
     };
     let report = Encoder::new(&consumer, config).run(&stop, |p| eprintln!("{}", crate::encoder::progress_line(p)))?;
 

@@ -62,6 +62,12 @@ fn camera_and_microphone_processes_are_recorded_into_an_mp4() {
     assert_close("frames", frames as f64, 180.0, 0.10);
     let (codec, rate) = probed.audio.expect("an audio stream");
     assert_eq!((codec.as_str(), rate), ("aac", 48_000));
+    // Every frame in the file is the camera's frame for that slot: none
+    // corrupted or out of order on the way (video goes to ffmpeg spliced
+    // from the ring's own pages).
+    let numbers = common::painted_frame_numbers(&out, 1920);
+    assert_eq!(numbers.len() as u64, frames);
+    common::assert_on_timeline(&numbers, 0, "meeting.mp4");
     sandbox.run(&["rm", &name]).succeeds();
 }
 
@@ -82,6 +88,11 @@ fn the_demo_records_and_starts_a_new_file_when_the_resolution_changes() {
     assert_close("frames over both files", frames as f64, 150.0, 0.05);
     assert_close("duration over both files", first.duration + second.duration, 5.0, 0.10);
     assert!(first.audio.is_some() && second.audio.is_some(), "audio in both files");
+    let before = common::painted_frame_numbers(&out, 1920);
+    let after = common::painted_frame_numbers(&sandbox.path("demo.1.mp4"), 1280);
+    common::assert_on_timeline(&before, 0, "demo.mp4");
+    common::assert_on_timeline(&after, before.len() as u64, "demo.1.mp4");
+    assert_eq!(after[0], 75, "the camera switched size at frame 75 (2.5 s)");
 }
 
 /// The ffmpeg that `record` (pid `parent`) started.
@@ -167,4 +178,29 @@ fn wait_for_consumer(sandbox: &Sandbox, name: &str) {
         std::thread::sleep(Duration::from_millis(25));
     }
     panic!("no consumer attached to {name}");
+}
+
+#[test]
+fn frames_spliced_into_ffmpeg_stay_intact_in_a_ring_that_wraps_every_few_frames() {
+    // 640x360 frames are 368,640 bytes: a 2 MiB ring holds five, while
+    // ffmpeg's pipe holds about three. Releasing a spliced frame before
+    // ffmpeg has read it would let the camera paint over it.
+    let sandbox = Sandbox::new("wraps");
+    let name = sandbox.ring("small");
+    let out = sandbox.path("small.mp4");
+    sandbox.run(&["create", &name, "--capacity", "2MiB"]).succeeds();
+    let recorder = sandbox.spawn(&["record", &name, "-o", out.to_str().unwrap()]);
+    wait_for_consumer(&sandbox, &name);
+    let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "4", "--size", "640x360"]);
+    let camera = wait_for(camera, Duration::from_secs(30), "camera");
+    camera.succeeds();
+    let run = wait_for(recorder, Duration::from_secs(60), "record");
+    run.succeeds();
+    assert!(run.stdout.contains("spliced into ffmpeg's pipe"), "{}", run.stdout);
+    let numbers = common::painted_frame_numbers(&out, 640);
+    assert!(numbers.len() >= 110, "{} frames: {}", numbers.len(), run.stdout);
+    // Drops are allowed here (the ring is tiny), corruption is not: every
+    // decoded number is one the camera sent, in order.
+    assert!(numbers.windows(2).all(|w| w[0] <= w[1]) && numbers.iter().all(|&n| n < 120), "{numbers:?}");
+    sandbox.run(&["rm", &name]).succeeds();
 }

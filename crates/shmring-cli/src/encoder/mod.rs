@@ -37,7 +37,7 @@ use crate::failure::{Failure, Outcome};
 use crate::process::{self, Exit};
 
 use ffmpeg::{Ffmpeg, SegmentFormat};
-use pipes::{ByteQueue, VideoInfo, VideoSource, VideoWrite};
+use pipes::{ByteQueue, VideoInfo, VideoPipe, VideoSource, VideoWrite};
 pub use report::{per, progress_line, Counters, Report, SegmentReport, StopReason};
 use timeline::{AudioClock, AudioSlot, VideoClock, VideoSlot};
 
@@ -72,6 +72,8 @@ pub struct EncoderConfig {
     pub audio_stream: Option<u32>,
     pub ffmpeg: PathBuf,
     pub preset: String,
+    /// Hand video to ffmpeg with `vmsplice` (no copy) rather than `writev`.
+    pub splice: bool,
 }
 
 impl From<&EncodeArgs> for EncoderConfig {
@@ -83,6 +85,7 @@ impl From<&EncodeArgs> for EncoderConfig {
             audio_stream: args.audio_stream,
             ffmpeg: args.ffmpeg.clone(),
             preset: args.preset.clone(),
+            splice: !args.copy,
         }
     }
 }
@@ -122,6 +125,8 @@ struct Segment<'c> {
     ffmpeg: Option<Ffmpeg>,
     state: SegmentState,
     video: VecDeque<VideoWrite<'c>>,
+    /// How `video` reaches ffmpeg (spliced frames stay held until read).
+    pipe: VideoPipe<'c>,
     /// Bytes of the frames queued in `video`, counting repeats.
     video_backlog: usize,
     audio: ByteQueue,
@@ -413,6 +418,7 @@ impl<'c> Encoder<'c> {
             ffmpeg: None,
             state: SegmentState::Open,
             video: VecDeque::new(),
+            pipe: VideoPipe::new(self.config.splice),
             video_backlog: 0,
             audio: ByteQueue::default(),
             drain_deadline: None,
@@ -667,10 +673,12 @@ impl<'c> Encoder<'c> {
             let mut error = None;
             if let Some(fd) = ffmpeg.video.as_ref() {
                 let before: usize = segment.video.iter().map(|w| w.source.len() * w.times as usize).sum();
-                match pipes::write_video(fd.as_fd(), &mut segment.video) {
+                match segment.pipe.write(fd.as_fd(), &mut segment.video) {
                     Ok(frames) => segment.report.frames += frames,
                     Err(e) => error = Some(format!("video pipe: {e}")),
                 }
+                segment.pipe.reclaim(fd.as_fd());
+                segment.report.spliced = segment.pipe.splicing();
                 let after: usize = segment.video.iter().map(|w| w.source.len() * w.times as usize).sum();
                 segment.video_backlog = segment.video_backlog.saturating_sub(before - after);
             }
@@ -685,7 +693,9 @@ impl<'c> Encoder<'c> {
             }
             let segment = &mut self.segments[index];
             let empty = segment.video.is_empty() && segment.audio.is_empty();
-            if segment.state == SegmentState::Closing && empty {
+            // Spliced frames must be read before the pipe closes and their
+            // ring space is released.
+            if segment.state == SegmentState::Closing && empty && segment.pipe.in_flight() == 0 {
                 if let Some(ffmpeg) = segment.ffmpeg.as_mut() {
                     ffmpeg.close_inputs();
                 }

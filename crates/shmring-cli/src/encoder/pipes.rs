@@ -133,56 +133,120 @@ impl<'c> VideoWrite<'c> {
 /// Most iovecs handed to one `writev`.
 const IOVECS: usize = 64;
 
-/// Writes queued frames to `fd` until it would block. Returns the number
-/// of whole frames written.
-pub fn write_video(fd: BorrowedFd<'_>, queue: &mut VecDeque<VideoWrite<'_>>) -> io::Result<u64> {
-    let mut completed = 0;
-    while let Some(front) = queue.front_mut() {
-        let source = &front.source;
-        let bytes = source.bytes();
-        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; IOVECS];
-        let mut count = 0;
-        let mut skip = front.written;
-        for chunk in &source.chunks {
-            if skip >= chunk.len() {
-                skip -= chunk.len();
-                continue;
-            }
-            let part = &bytes[chunk.start + skip..chunk.end];
-            skip = 0;
-            iov[count] = libc::iovec { iov_base: part.as_ptr() as *mut libc::c_void, iov_len: part.len() };
-            count += 1;
-            if count == IOVECS {
-                break;
-            }
+/// How video reaches a pipe. With `vmsplice` the pipe takes references
+/// to the ring's own pages and no byte is copied on our side: ffmpeg's
+/// `read` copies straight out of the ring. The ring must then not reuse
+/// those pages until ffmpeg has read them, so each spliced frame stays held
+/// until the pipe's read side has passed its last byte (`FIONREAD` tells
+/// how much is still unread). Where the descriptor is not a pipe, `writev`
+/// copies instead.
+pub struct VideoPipe<'c> {
+    splice: bool,
+    /// Bytes handed to the pipe so far.
+    written: u64,
+    /// Spliced frames, with the byte count at which each ends.
+    in_flight: VecDeque<(u64, Rc<VideoSource<'c>>)>,
+}
+
+impl<'c> VideoPipe<'c> {
+    /// A writer that splices when `splice` (and the descriptor allows).
+    pub fn new(splice: bool) -> VideoPipe<'c> {
+        VideoPipe { splice, written: 0, in_flight: VecDeque::new() }
+    }
+
+    /// Whether frames are handed over without a copy.
+    pub fn splicing(&self) -> bool {
+        self.splice
+    }
+
+    /// Spliced frames the reader has not finished reading.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Lets go of spliced frames the reader of `fd` has read past.
+    pub fn reclaim(&mut self, fd: BorrowedFd<'_>) {
+        if self.in_flight.is_empty() {
+            return;
         }
-        if count == 0 {
-            // An empty frame (cannot happen for valid video): nothing to write.
-            queue.pop_front();
-            continue;
+        let mut unread: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int, which we own.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut unread) } != 0 {
+            return;
         }
-        // SAFETY: the iovecs point into `bytes`, which lives (borrowed from
-        // the queue) for the whole call; writev only reads them.
-        let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), count as libc::c_int) };
-        if n < 0 {
-            let error = io::Error::last_os_error();
-            match error.kind() {
-                io::ErrorKind::WouldBlock => return Ok(completed),
-                io::ErrorKind::Interrupted => continue,
-                _ => return Err(error),
-            }
-        }
-        front.written += n as usize;
-        if front.written == source.len() {
-            front.written = 0;
-            front.times -= 1;
-            completed += 1;
-            if front.times == 0 {
-                queue.pop_front();
-            }
+        let read = self.written.saturating_sub(unread.max(0) as u64);
+        while self.in_flight.front().is_some_and(|(end, _)| *end <= read) {
+            self.in_flight.pop_front();
         }
     }
-    Ok(completed)
+
+    /// Writes queued frames to `fd` until it would block. Returns the
+    /// number of whole frames handed over.
+    pub fn write(&mut self, fd: BorrowedFd<'_>, queue: &mut VecDeque<VideoWrite<'c>>) -> io::Result<u64> {
+        let mut completed = 0;
+        while let Some(front) = queue.front_mut() {
+            let source = &front.source;
+            let bytes = source.bytes();
+            let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; IOVECS];
+            let mut count = 0;
+            let mut skip = front.written;
+            for chunk in &source.chunks {
+                if skip >= chunk.len() {
+                    skip -= chunk.len();
+                    continue;
+                }
+                let part = &bytes[chunk.start + skip..chunk.end];
+                skip = 0;
+                iov[count] = libc::iovec { iov_base: part.as_ptr() as *mut libc::c_void, iov_len: part.len() };
+                count += 1;
+                if count == IOVECS {
+                    break;
+                }
+            }
+            if count == 0 {
+                // An empty frame (cannot happen for valid video): nothing to write.
+                queue.pop_front();
+                continue;
+            }
+            let n = if self.splice {
+                // SAFETY: the iovecs point into `bytes`, alive for the call.
+                // Without SPLICE_F_GIFT the pipe only references the pages;
+                // the frame is kept (in `in_flight`) until they are read.
+                unsafe { libc::vmsplice(fd.as_raw_fd(), iov.as_ptr(), count, libc::SPLICE_F_NONBLOCK) }
+            } else {
+                // SAFETY: the iovecs point into `bytes`, which lives (borrowed
+                // from the queue) for the whole call; writev only reads them.
+                unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), count as libc::c_int) }
+            };
+            if n < 0 {
+                let error = io::Error::last_os_error();
+                match error.raw_os_error() {
+                    Some(libc::EAGAIN) => return Ok(completed),
+                    Some(libc::EINTR) => continue,
+                    // Not a pipe (a file, a socket): copy instead.
+                    Some(libc::EINVAL | libc::ENOSYS) if self.splice && front.written == 0 => {
+                        self.splice = false;
+                        continue;
+                    }
+                    _ => return Err(error),
+                }
+            }
+            front.written += n as usize;
+            self.written += n as u64;
+            if front.written == source.len() {
+                if self.splice {
+                    self.in_flight.push_back((self.written, source.clone()));
+                }
+                front.written = 0;
+                front.times -= 1;
+                completed += 1;
+                if front.times == 0 {
+                    queue.pop_front();
+                }
+            }
+        }
+        Ok(completed)
+    }
 }
 
 /// Bytes waiting for one pipe, written from the front.

@@ -104,6 +104,8 @@ pub struct SegmentReport {
     pub channels: u32,
     pub ffmpeg: Option<Exit>,
     pub error: Option<String>,
+    /// Video went to ffmpeg with vmsplice (no copy on the encoder's side).
+    pub spliced: bool,
 }
 
 /// The whole recording.
@@ -197,9 +199,14 @@ impl Report {
                 audio
             );
         }
+        let how = if self.segments.iter().all(|s| s.spliced) {
+            "ring pages spliced into ffmpeg's pipe, no copy"
+        } else {
+            "ring -> pipe with one copy"
+        };
         let _ = writeln!(
             out,
-            "  CPU encoder     {:.3} s = {:.0} us per video frame (ring -> pipes, with its share of audio)",
+            "  CPU encoder     {:.3} s = {:.0} us per video frame ({how}; with its share of audio)",
             self.encoder_cpu.as_secs_f64(),
             per(self.encoder_cpu, c.video_received)
         );

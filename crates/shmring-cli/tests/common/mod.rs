@@ -176,3 +176,39 @@ pub fn ffprobe(path: &Path) -> Probed {
     }
     probed
 }
+
+/// The frame numbers the synthetic camera painted into each frame of a
+/// video file (32 black or white blocks along the top), decoded by ffmpeg:
+/// what the encoder really delivered, frame by frame.
+pub fn painted_frame_numbers(path: &Path, width: usize) -> Vec<u64> {
+    let output = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-vf", "crop=iw:16:0:0", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(output.status.success(), "decode {}: {}", path.display(), String::from_utf8_lossy(&output.stderr));
+    let block = width / 32;
+    output
+        .stdout
+        .chunks_exact(width * 16)
+        .map(|frame| {
+            let row = &frame[8 * width..9 * width];
+            (0..32).fold(0u64, |n, bit| n << 1 | u64::from(row[bit * block + block / 2] > 128))
+        })
+        .collect()
+}
+
+/// Checks that `numbers` (one per output frame, starting at slot `first`)
+/// follow the timeline: never backwards, and nearly all exactly the slot
+/// (a dropped frame's slot shows the previous frame).
+pub fn assert_on_timeline(numbers: &[u64], first: u64, what: &str) {
+    assert!(!numbers.is_empty(), "{what}: no frames decoded");
+    assert!(numbers.windows(2).all(|w| w[0] <= w[1]), "{what}: frame numbers go backwards: {numbers:?}");
+    let exact = numbers.iter().enumerate().filter(|(i, &n)| n == first + *i as u64).count();
+    assert!(
+        exact * 100 >= numbers.len() * 95,
+        "{what}: only {exact} of {} frames in their slot: {numbers:?}",
+        numbers.len()
+    );
+}
