@@ -30,6 +30,7 @@ struct Written {
 pub fn cat(args: CatArgs) -> Outcome {
     let name = &args.name;
     shmring::validate_name(name).map_err(|e| Failure::ring(name, e))?;
+    let _span = tracing::info_span!("cat", ring = %name).entered();
     let consumer = Consumer::connect(name).map_err(|e| Failure::ring(name, e))?;
     let interrupted = interrupt_flag()?;
     let deadline = args.seconds.map(|s| Instant::now() + s);

@@ -84,6 +84,7 @@ fn file_contains(path: &Path, needle: &[u8]) -> std::io::Result<bool> {
 
 pub fn launch(args: ChromiumArgs) -> Outcome {
     let name = args.ring.clone().unwrap_or_else(|| format!("chromium-{}", std::process::id()));
+    let _span = tracing::info_span!("chromium", ring = %name).entered();
     let consumer = Consumer::create(&name, &ring_options(&args.shape)).map_err(|e| Failure::ring(&name, e))?;
     let _server = consumer.serve(AccessPolicy::default()).map_err(|e| Failure::ring(&name, e))?;
     let inherited = consumer.fds().inheritable().map_err(|e| Failure::ring(&name, e))?;

@@ -37,6 +37,7 @@ fn check_ffmpeg(program: &std::path::Path) -> Outcome {
 pub fn demo(args: DemoArgs) -> Outcome {
     check_ffmpeg(&args.encode.ffmpeg)?;
     let name = format!("demo-{}", std::process::id());
+    let _span = tracing::info_span!("demo", ring = %name).entered();
     let options = RingOptions::with_capacity(args.capacity);
     let consumer = Consumer::create(&name, &options).map_err(|e| Failure::ring(&name, e))?;
     let _server = consumer.serve(AccessPolicy::default()).map_err(|e| Failure::ring(&name, e))?;

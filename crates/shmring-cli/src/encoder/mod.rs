@@ -214,6 +214,7 @@ impl<'c> Encoder<'c> {
         let started = Instant::now();
         let cpu_before = process::own_cpu();
         let mut next_progress = started + Duration::from_secs(1);
+        let mut logged_drops = (0, 0);
         let reason = loop {
             if let Some(reason) = self.should_stop(stop) {
                 break reason;
@@ -246,6 +247,7 @@ impl<'c> Encoder<'c> {
             if now >= next_progress {
                 next_progress = now + Duration::from_secs(1);
                 progress(&self.progress(now.duration_since(started)));
+                self.log_drops(&mut logged_drops);
             }
         };
         self.finish();
@@ -263,6 +265,22 @@ impl<'c> Encoder<'c> {
             encoder_cpu: process::own_cpu().saturating_sub(cpu_before),
             failure,
         })
+    }
+
+    /// One event a second at most when frames were dropped, never one per
+    /// frame.
+    fn log_drops(&self, logged: &mut (u64, u64)) {
+        let now = (self.counters.video_dropped(), self.counters.audio_dropped());
+        if now != *logged {
+            tracing::warn!(
+                video = now.0 - logged.0,
+                audio = now.1 - logged.1,
+                ffmpeg_behind = self.counters.video_behind,
+                invalid = self.counters.video_invalid + self.counters.audio_invalid,
+                "frames dropped in the last second"
+            );
+            *logged = now;
+        }
     }
 
     fn on_ring_error(&mut self, error: shmring::Error) -> Result<(), Failure> {
@@ -328,7 +346,10 @@ impl<'c> Encoder<'c> {
             Ok(parsed) => parsed,
             Err(error) => {
                 self.counters.video_invalid += 1;
-                tracing::warn!(%error, "invalid video frame");
+                if self.counters.video_invalid == 1 {
+                    // The first one in full; later ones in the per-second summary.
+                    tracing::warn!(%error, "invalid video frame");
+                }
                 return;
             }
         };
@@ -492,7 +513,9 @@ impl<'c> Encoder<'c> {
             Ok(chunk) => chunk,
             Err(error) => {
                 self.counters.audio_invalid += 1;
-                tracing::warn!(%error, "invalid audio chunk");
+                if self.counters.audio_invalid == 1 {
+                    tracing::warn!(%error, "invalid audio chunk");
+                }
                 return;
             }
         };
@@ -821,6 +844,7 @@ pub fn record(args: RecordArgs) -> Outcome {
         when_producers_leave: !args.keep_going,
         interrupted,
     };
+    let _span = tracing::info_span!("record", ring = %name).entered();
     eprintln!("recording ring {name} into {} (Ctrl-C to stop)", args.encode.output.display());
     let encoder = Encoder::new(&consumer, EncoderConfig::from(&args.encode));
     let report = encoder.run(&stop, |p| eprintln!("{}", progress_line(p)))?;
