@@ -140,6 +140,9 @@ fn when_ffmpeg_dies_the_error_is_clear_and_producers_keep_running() {
     let run = wait_for(recorder, Duration::from_secs(60), "record");
     run.fails_with(1, "recording failed");
     assert!(run.stderr.contains("killed by signal 9"), "{}", run.stderr);
+    // The tracing events an operator's log collector sees (RUST_LOG=warn).
+    assert!(run.stderr.contains("ERROR") && run.stderr.contains("encoding failed"), "{}", run.stderr);
+    assert!(run.stderr.contains("WARN") && run.stderr.contains("frames dropped in the last second"), "{}", run.stderr);
     // Every frame after the failure is counted, none silently lost.
     let after: u64 = run
         .stdout
