@@ -13,8 +13,14 @@ use common::{ffprobe, wait_for, Sandbox};
 /// encoded.
 fn assert_video_accounted(report: &str, sent: u64) {
     let field = |line: &str, label: &str| -> u64 {
-        let line = report.lines().find(|l| l.trim_start().starts_with(line)).unwrap_or_else(|| panic!("{line}: {report}"));
-        line.split(label).nth(1).and_then(|r| r.split([',', ' ', '(']).find(|w| !w.is_empty())).unwrap().parse().unwrap()
+        let line =
+            report.lines().find(|l| l.trim_start().starts_with(line)).unwrap_or_else(|| panic!("{line}: {report}"));
+        line.split(label)
+            .nth(1)
+            .and_then(|r| r.split([',', ' ', '(']).find(|w| !w.is_empty()))
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     let received = field("video  ", "video");
     let encoded = field("video  ", "received, ");
@@ -221,5 +227,51 @@ fn frames_spliced_into_ffmpeg_stay_intact_in_a_ring_that_wraps_every_few_frames(
     // Drops are allowed here (the ring is tiny), corruption is not: every
     // decoded number is one the camera sent, in order.
     assert!(numbers.windows(2).all(|w| w[0] <= w[1]) && numbers.iter().all(|&n| n < 120), "{numbers:?}");
+    sandbox.run(&["rm", &name]).succeeds();
+}
+
+#[test]
+fn lying_and_garbage_frames_are_counted_and_the_recording_goes_on() {
+    let sandbox = Sandbox::new("hostile");
+    let name = sandbox.ring("bot");
+    let out = sandbox.path("hostile.mp4");
+    sandbox.run(&["create", &name, "--capacity", "64MiB"]).succeeds();
+    let recorder = sandbox.spawn(&["record", &name, "-o", out.to_str().unwrap()]);
+    wait_for_consumer(&sandbox, &name);
+    let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "3", "--size", "640x360"]);
+
+    // A hostile producer in this process, attached by name like any other.
+    std::env::set_var("SHMRING_RUNTIME_DIR", &sandbox.runtime);
+    let mut evil = shmring::Producer::connect(&name).expect("attach by name");
+    let video = shmring_media::KIND_VIDEO;
+    let audio = shmring_media::KIND_AUDIO;
+    let mut lying = vec![0u8; 4096];
+    lying[..4].copy_from_slice(&shmring_media::VIDEO_MAGIC.to_le_bytes());
+    lying[4..6].copy_from_slice(&shmring_media::MEDIA_VERSION.to_le_bytes());
+    lying[6..8].copy_from_slice(&(shmring_media::VIDEO_HEADER_SIZE as u16).to_le_bytes());
+    let mut sent = 0;
+    for round in 0..30u32 {
+        std::thread::sleep(Duration::from_millis(50));
+        // Noise of every length, a video header whose planes lie past the
+        // record, and an empty record, under both media kinds.
+        let noise: Vec<u8> = (0..(round * 397) % 5000).map(|i| (i * 31 + round) as u8).collect();
+        for (kind, payload) in [(video, &noise[..]), (audio, &noise[..]), (video, &lying[..]), (audio, &[][..])] {
+            evil.send(kind, payload).expect("the ring takes the record");
+            sent += 1;
+        }
+    }
+    drop(evil);
+    wait_for(camera, Duration::from_secs(30), "camera").succeeds();
+    let run = wait_for(recorder, Duration::from_secs(60), "record");
+    run.succeeds();
+    let invalid = |line: &str| -> u64 {
+        let line = run.stdout.lines().find(|l| l.trim_start().starts_with(line)).unwrap();
+        line.split("invalid ").nth(1).and_then(|r| r.split([')', ',']).next()).unwrap().trim().parse().unwrap()
+    };
+    assert_eq!(invalid("video dropped") + invalid("audio dropped"), sent, "{}", run.stdout);
+    // The camera's 90 frames and the 60 hostile video records.
+    assert!(run.stdout.contains("  video           150 received"), "{}", run.stdout);
+    let numbers = common::painted_frame_numbers(&out, 640);
+    common::assert_on_timeline(&numbers, 0, "hostile.mp4");
     sandbox.run(&["rm", &name]).succeeds();
 }

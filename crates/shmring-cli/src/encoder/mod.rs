@@ -560,8 +560,9 @@ impl<'c> Encoder<'c> {
     fn place_early_audio(&mut self) {
         let Some(origin) = self.video.origin_us() else { return };
         while let Some(pcm) = self.early_audio.pop_front() {
-            let end_us = pcm.timestamp_us + (pcm.frames as i64 * 1_000_000) / i64::from(pcm.rate.max(1));
-            if end_us <= origin {
+            let end_us =
+                i128::from(pcm.timestamp_us) + i128::from(pcm.frames) * 1_000_000 / i128::from(pcm.rate.max(1));
+            if end_us <= i128::from(origin) {
                 self.counters.audio_early += 1;
             } else {
                 self.place_audio(pcm);

@@ -9,6 +9,12 @@
 /// A jump larger than this (either way) is a new clock, not a gap.
 const MAX_GAP_SECONDS: i128 = 10;
 
+/// Timestamps come from producers and may be anything: arithmetic on them
+/// is done in i128 and brought back into range here.
+fn saturate(value: i128) -> i64 {
+    value.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
 /// The video side: output frame slots at `fps`.
 #[derive(Debug)]
 pub struct VideoClock {
@@ -58,7 +64,7 @@ impl VideoClock {
         let gap = index - next;
         if gap < -MAX_GAP_SECONDS * fps || gap > MAX_GAP_SECONDS * fps {
             // A new clock: this frame takes the next slot.
-            self.origin_us = Some(timestamp_us - (next * 1_000_000 / fps) as i64);
+            self.origin_us = Some(saturate(i128::from(timestamp_us) - next * 1_000_000 / fps));
             self.resets += 1;
             self.next += 1;
             return VideoSlot::At { repeats: 0 };
@@ -139,11 +145,11 @@ impl AudioClock {
         let rate = i128::from(self.rate);
         let tolerance = rate / 50; // 20 ms of jitter is not a gap.
         let origin = *self.origin_us.get_or_insert_with(|| {
-            let position = i128::from(timestamp_us - video_origin_us) * rate / 1_000_000;
+            let position = (i128::from(timestamp_us) - i128::from(video_origin_us)) * rate / 1_000_000;
             if (position - i128::from(now)).abs() > 5 * rate {
                 // Another clock: line this chunk up with the present.
                 self.resets += 1;
-                timestamp_us - (i128::from(now) * 1_000_000 / rate) as i64
+                saturate(i128::from(timestamp_us) - i128::from(now) * 1_000_000 / rate)
             } else {
                 video_origin_us
             }
@@ -151,7 +157,7 @@ impl AudioClock {
         let mut position = self.position(origin, timestamp_us);
         let written = i128::from(self.written);
         if (position - written).abs() > MAX_GAP_SECONDS * rate {
-            self.origin_us = Some(timestamp_us - (written * 1_000_000 / rate) as i64);
+            self.origin_us = Some(saturate(i128::from(timestamp_us) - written * 1_000_000 / rate));
             self.resets += 1;
             position = written;
         }
@@ -251,6 +257,19 @@ mod tests {
         assert_eq!(audio.place(0, 480, 1_000_000_000, 96_000), AudioSlot::At { silence: 96_000, skip: 0 });
         assert_eq!(audio.resets(), 1);
         assert_eq!(audio.place(10_000, 480, 1_000_000_000, 96_480), AudioSlot::At { silence: 0, skip: 0 });
+    }
+
+    #[test]
+    fn hostile_timestamps_never_overflow() {
+        let mut clock = VideoClock::new(30);
+        let mut audio = AudioClock::new(48_000);
+        for ts in [i64::MIN, i64::MAX, 0, i64::MIN + 1, i64::MAX - 1, -1] {
+            let _ = clock.place(ts);
+            let origin = clock.origin_us().unwrap();
+            let _ = audio.place(ts, 480, origin, clock.sample_at(clock.next(), 48_000));
+            let _ = audio.place(ts, u64::from(u32::MAX), i64::MIN, u64::MAX / 2);
+        }
+        assert!(clock.resets() >= 2);
     }
 
     #[test]
