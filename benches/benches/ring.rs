@@ -4,8 +4,11 @@
 //!   1080p frame;
 //! - `producers`: 1 and 2 producer threads against the consumer thread;
 //! - `wakeup`: one-way hand-over time measured as half a ping-pong between
-//!   two threads over two rings, with a sleeping and a busy-polling
-//!   receiver, next to a bare cache-line ping-pong (the hardware floor);
+//!   two threads over two rings, with a receiver that always sleeps on the
+//!   semaphore (no spinning), one that uses `recv` as shipped (adaptive
+//!   spin, then sleep) and one that busy-polls `try_recv`, next to a bare
+//!   semaphore ping-pong (the operating system's floor for sleep/wake) and
+//!   a bare cache-line ping-pong (the hardware floor for busy-polling);
 //! - `frame_1080p`: `send` vs `reserve` + fill vs a plain memcpy into a
 //!   ring-sized buffer, side by side;
 //! - `consumer`: `recv` + drop with the payload untouched.
@@ -102,8 +105,19 @@ fn producers(c: &mut Criterion) {
     group.finish();
 }
 
-fn receive(consumer: &Consumer<MappedRing>, spin: bool) -> usize {
-    if spin {
+/// How the receiving side of a ping-pong waits for the next message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// `recv` with spinning turned off: every wait sleeps on the semaphore.
+    Sleep,
+    /// `recv` as shipped: a short spin when messages stream, then sleep.
+    Adaptive,
+    /// `try_recv` in a loop: never sleeps.
+    BusyPoll,
+}
+
+fn receive(consumer: &Consumer<MappedRing>, wait: Wait) -> usize {
+    if wait == Wait::BusyPoll {
         loop {
             if let Some(frame) = consumer.try_recv().expect("recv") {
                 return black_box(frame.len());
@@ -114,25 +128,33 @@ fn receive(consumer: &Consumer<MappedRing>, spin: bool) -> usize {
     black_box(consumer.recv().expect("recv").len())
 }
 
+fn ping_pong_ring(wait: Wait) -> Consumer<MappedRing> {
+    let mut ring = ring_of(1 << 20);
+    if wait == Wait::Sleep {
+        ring.set_spin_limit(Duration::ZERO);
+    }
+    ring
+}
+
 /// Half the round trip of a 64-byte message bounced between two threads
 /// over two rings.
-fn ping_pong(iters: u64, spin: bool) -> Duration {
-    let ping = ring_of(1 << 20);
-    let pong = ring_of(1 << 20);
+fn ping_pong(iters: u64, wait: Wait) -> Duration {
+    let ping = ping_pong_ring(wait);
+    let pong = ping_pong_ring(wait);
     let mut to_peer = blocking_producer(&ping);
     let mut to_us = blocking_producer(&pong);
     let payload = [0u8; 64];
     std::thread::scope(|scope| {
         scope.spawn(move || {
             for _ in 0..iters {
-                receive(&ping, spin);
+                receive(&ping, wait);
                 to_us.send(1, &payload).expect("send");
             }
         });
         let start = Instant::now();
         for _ in 0..iters {
             to_peer.send(1, &payload).expect("send");
-            receive(&pong, spin);
+            receive(&pong, wait);
         }
         start.elapsed() / 2
     })
@@ -163,10 +185,67 @@ fn cacheline_ping_pong(iters: u64) -> Duration {
     })
 }
 
+/// An unnamed POSIX semaphore of this process (the kind of object the
+/// ring sleeps on, without the ring).
+struct BareSemaphore(Box<std::cell::UnsafeCell<libc::sem_t>>);
+
+// SAFETY: a `sem_t` is made to be posted and waited on from any thread; it
+// is only ever handed to `sem_*`, and it never moves (boxed).
+unsafe impl Sync for BareSemaphore {}
+
+impl BareSemaphore {
+    fn new() -> Self {
+        // SAFETY: an all-zero `sem_t` is only storage; `sem_init` below
+        // initialises it before any other use.
+        let sem = BareSemaphore(Box::new(std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() })));
+        // SAFETY: initialises the boxed storage as a process-private
+        // semaphore of value 0.
+        assert_eq!(unsafe { libc::sem_init(sem.0.get(), 0, 0) }, 0, "sem_init");
+        sem
+    }
+    fn post(&self) {
+        // SAFETY: an initialised semaphore that outlives the call.
+        unsafe { libc::sem_post(self.0.get()) };
+    }
+    fn wait(&self) {
+        // SAFETY: as in `post`; EINTR is retried.
+        while unsafe { libc::sem_wait(self.0.get()) } != 0 {}
+    }
+}
+
+impl Drop for BareSemaphore {
+    fn drop(&mut self) {
+        // SAFETY: nobody waits on it any more (the threads have joined).
+        unsafe { libc::sem_destroy(self.0.get()) };
+    }
+}
+
+/// The operating system's floor for a sleeping hand-over: two threads
+/// bouncing the turn over two semaphores, each sleeping until posted.
+fn semaphore_ping_pong(iters: u64) -> Duration {
+    let (ping, pong) = (BareSemaphore::new(), BareSemaphore::new());
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for _ in 0..iters {
+                ping.wait();
+                pong.post();
+            }
+        });
+        let start = Instant::now();
+        for _ in 0..iters {
+            ping.post();
+            pong.wait();
+        }
+        start.elapsed() / 2
+    })
+}
+
 fn wakeup(c: &mut Criterion) {
     let mut group = c.benchmark_group("wakeup");
-    group.bench_function("sleeping_receiver", |b| b.iter_custom(|iters| ping_pong(iters, false)));
-    group.bench_function("busy_poll_receiver", |b| b.iter_custom(|iters| ping_pong(iters, true)));
+    group.bench_function("sleeping_receiver", |b| b.iter_custom(|iters| ping_pong(iters, Wait::Sleep)));
+    group.bench_function("adaptive_receiver", |b| b.iter_custom(|iters| ping_pong(iters, Wait::Adaptive)));
+    group.bench_function("busy_poll_receiver", |b| b.iter_custom(|iters| ping_pong(iters, Wait::BusyPoll)));
+    group.bench_function("semaphore_floor", |b| b.iter_custom(semaphore_ping_pong));
     group.bench_function("cacheline_floor", |b| b.iter_custom(cacheline_ping_pong));
     group.finish();
 }

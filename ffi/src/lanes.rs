@@ -73,6 +73,23 @@ impl Lanes {
         Ok(Arc::new(lanes))
     }
 
+    /// Another producer on the first lane's mapping of the ring, so the
+    /// lanes of one handle share one mapping (one set of page tables, one
+    /// first lap of page faults). `None` when the first lane is in use
+    /// right now: the caller maps the ring again rather than wait.
+    fn clone_first(&self) -> Option<shmring::Result<RingProducer>> {
+        let first = &self.lanes[0];
+        // Acquire: SYNC POINT: pairs with the Release store of `false` in
+        // `LaneGuard::drop`, as in `claim`.
+        first.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).ok()?;
+        // SAFETY: winning lane 0's `busy` CAS makes this the only accessor
+        // of its cell until the store below (see `impl Sync`).
+        let clone = unsafe { &*first.producer.get() }.as_ref().map(Producer::try_clone);
+        // Release: SYNC POINT: pairs with the Acquire CAS in `claim`.
+        first.busy.store(false, Ordering::Release);
+        clone
+    }
+
     /// Claims a free lane without waiting, or `None` if all are busy.
     pub fn claim(self: &Arc<Self>) -> Option<LaneGuard> {
         let start = PREFERRED.with(|p| {
@@ -110,7 +127,11 @@ impl LaneGuard {
         // it, so it is the only accessor of the cell (see `impl Sync`).
         let cell = unsafe { &mut *self.lanes.lanes[self.index].producer.get() };
         if cell.is_none() {
-            *cell = Some(Producer::attach(self.lanes.fds.try_clone()?)?);
+            let producer = match self.lanes.clone_first() {
+                Some(clone) => clone?,
+                None => Producer::attach(self.lanes.fds.try_clone()?)?,
+            };
+            *cell = Some(producer);
             self.lanes.counters.lanes_attached.fetch_add(1, Ordering::Relaxed);
         }
         Ok(cell.as_mut().expect("attached above"))
@@ -162,5 +183,34 @@ mod tests {
         assert!(lanes.claim().is_none(), "all busy: no waiting, no sharing");
         drop(held);
         assert!(lanes.claim().is_some());
+    }
+
+    #[test]
+    fn lanes_share_the_first_lanes_mapping_unless_it_is_busy() {
+        let consumer = Consumer::create_anonymous(&RingOptions::with_capacity(1 << 16)).unwrap();
+        let name = consumer.name().to_string();
+        let mappings =
+            || std::fs::read_to_string("/proc/self/maps").unwrap().lines().filter(|l| l.contains(&name)).count();
+        let lanes = Lanes::attach(consumer.fds().try_clone().unwrap()).unwrap();
+        let with_first_lane = mappings();
+        let mut held: Vec<LaneGuard> = (0..LANES).map(|_| lanes.claim().unwrap()).collect();
+        let first = held.iter().position(|g| g.index == 0).unwrap();
+        let mut first = held.swap_remove(first);
+        // Lane 0 busy: a new lane maps the ring again rather than wait.
+        held[0].producer().unwrap();
+        assert!(mappings() > with_first_lane, "a busy first lane is never waited for");
+        drop(held.remove(0));
+        // Lane 0 free: the other lanes take producers on its mapping.
+        first.producer().unwrap();
+        drop(first);
+        let before = mappings();
+        for guard in &mut held {
+            guard.producer().unwrap().send(1, b"x").unwrap();
+        }
+        assert_eq!(mappings(), before, "new lanes reuse the first lane's mapping");
+        assert_eq!(lanes.counters.lanes_attached.load(Ordering::Relaxed), 1 + 1 + held.len() as u32);
+        for _ in 0..held.len() {
+            assert_eq!(&consumer.try_recv().unwrap().unwrap()[..], b"x");
+        }
     }
 }

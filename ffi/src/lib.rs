@@ -114,6 +114,11 @@ pub mod bridge {
         fn status(self: &ShimProducer) -> Status;
         /// Largest payload one record can carry.
         fn max_payload(self: &ShimProducer) -> u64;
+        /// Faults in this process's mapping of the ring now (Linux 5.14
+        /// or later), so the first lap of frames pays no page faults. Once,
+        /// after attaching, off any real-time thread. `Error` where the
+        /// kernel cannot: frames still work, the first lap is just slower.
+        fn prefault(self: &ShimProducer) -> Status;
 
         /// Copies an I420 frame (three planes with strides) into the ring.
         #[allow(clippy::too_many_arguments)]

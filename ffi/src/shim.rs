@@ -57,6 +57,16 @@ impl ShimProducer {
         self.with_lane(|guard| guard.producer().map(|p| p.max_payload() as u64).map_err(MediaError::from)).unwrap_or(0)
     }
 
+    pub(crate) fn prefault(&self) -> Status {
+        // The lanes share the first lane's mapping (see `lanes`): faulting
+        // it in once covers every lane that did not have to map the ring
+        // on its own.
+        match self.with_lane(|guard| guard.producer()?.prefault().map_err(MediaError::from)) {
+            Ok(()) => Status::Ok,
+            Err(status) => status,
+        }
+    }
+
     /// Runs `f` on a claimed lane; maps every failure to a status.
     fn with_lane<T>(&self, f: impl FnOnce(&mut LaneGuard) -> Result<T, MediaError>) -> Result<T, Status> {
         let lanes = self.lanes.as_ref().map_err(|_| Status::NotAttached)?;

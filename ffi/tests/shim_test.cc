@@ -88,6 +88,7 @@ void AttachFailuresAreStatuses() {
   CHECK(empty.ReserveVideo(Video(99, 0, 16, 2)).status() == Status::NotAttached);
   CHECK(empty.counters().frames == 0);
   CHECK(empty.max_payload() == 0);
+  CHECK(empty.Prefault() == Status::NotAttached);
 }
 
 void InvalidArgumentsAreRefused(const shmring::Producer& p) {
@@ -243,6 +244,7 @@ extern "C" int shmring_shim_test_main(int argc, char** argv) {
   }
   shmring::Producer producer = std::move(attached);  // handles move
   CHECK(producer.max_payload() > 0);
+  CHECK(producer.Prefault() == Status::Ok);
   InvalidArgumentsAreRefused(producer);
   Written slots{};
   slots.stream = 30;

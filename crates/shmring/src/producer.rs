@@ -161,10 +161,9 @@ impl<B: Backing> Producer<B> {
             return Err(Error::TooLarge { len, max: self.geometry.max_payload });
         }
         let size = record_size(len);
-        let deadline = match self.policy {
-            FullPolicy::Block(timeout) => Some(Instant::now() + timeout),
-            _ => None,
-        };
+        // The clock is read only once the ring turns out full: a claim
+        // that succeeds at once (the common case) never pays for it.
+        let mut deadline = None;
         let position = loop {
             if let Some(position) = self.try_claim(size) {
                 break position;
@@ -183,9 +182,9 @@ impl<B: Backing> Producer<B> {
                     self.slot_line().rejected.store(self.counters.rejected, Ordering::Relaxed);
                     return Err(Error::Full);
                 }
-                FullPolicy::Block(_) => {
-                    let deadline = deadline.expect("block policy has a deadline");
+                FullPolicy::Block(timeout) => {
                     let now = Instant::now();
+                    let deadline = *deadline.get_or_insert(now + timeout);
                     if now >= deadline {
                         self.count_drop();
                         return Err(Error::Timeout);

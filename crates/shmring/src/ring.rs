@@ -126,9 +126,14 @@ impl RingFds {
         if numbers.len() == 3 {
             return Ok(RingFds { memfd, data_available: owned(numbers[1]), space_available: owned(numbers[2]) });
         }
-        let view = HeaderView::map(memfd.as_fd(), segment::check_sealed(memfd.as_fd())?)?;
-        // SAFETY: the view maps the whole sealed segment, at least one page
-        // long and page aligned, holding an all-atomics header.
+        let len = segment::check_sealed(memfd.as_fd())?;
+        if len < std::mem::size_of::<Header>() as u64 {
+            return Err(Error::BadSegment { reason: format!("segment of {len} bytes cannot hold a header") });
+        }
+        let view = HeaderView::map(memfd.as_fd(), len)?;
+        // SAFETY: the view maps the whole sealed segment, page aligned and
+        // at least a header long (checked above); an all-atomics header is
+        // valid for any bytes.
         let header = unsafe { &*view.ptr().cast::<Header>() };
         Geometry::validate(header, None)?;
         let name = header.name();

@@ -137,6 +137,8 @@ struct Received {
     next: Vec<u64>,
     victims: u64,
     max_gap: Duration,
+    /// When the first record arrived.
+    first_at: Option<Instant>,
 }
 
 /// Receives until `done()` and the ring is empty, checking survivors'
@@ -147,7 +149,7 @@ fn receive_until(
     count: u64,
     done: impl Fn() -> bool,
 ) -> Received {
-    let mut got = Received { next: vec![0; survivors], victims: 0, max_gap: Duration::ZERO };
+    let mut got = Received { next: vec![0; survivors], victims: 0, max_gap: Duration::ZERO, first_at: None };
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut last = Instant::now();
     loop {
@@ -155,6 +157,7 @@ fn receive_until(
         match consumer.recv_timeout(Duration::from_millis(50)).unwrap() {
             Some(frame) => {
                 let now = Instant::now();
+                got.first_at.get_or_insert(now);
                 if got.next.iter().any(|&n| n < count) {
                     got.max_gap = got.max_gap.max(now - last);
                 }
@@ -233,7 +236,20 @@ fn kill_many_producers(kills: u32) {
     );
     assert!(stats.recovered > 0, "no kill landed between claim and commit: the test proved nothing");
     assert_eq!(stats.corrupt, 0);
+    // A claim left by a killed victim holds delivery up for about the stall
+    // timeout, never much longer: the margin only absorbs the scheduling of
+    // a loaded 2-core machine (a wedge would last until the test's timeout).
+    assert!(
+        got.max_gap < options.stall_timeout + STALL_MARGIN,
+        "delivery paused {:?}, stall timeout {:?}",
+        got.max_gap,
+        options.stall_timeout
+    );
 }
+
+/// What a consumer stall may exceed the stall timeout by in these tests:
+/// the time a loaded 2-core machine may take to schedule the consumer.
+const STALL_MARGIN: Duration = Duration::from_secs(2);
 
 #[test]
 fn producers_killed_at_random_instants_never_cost_survivors_a_frame() {
@@ -261,11 +277,17 @@ fn producer_killed_between_claim_and_commit_does_not_wedge_the_consumer() {
     let killed_at = Instant::now();
     kill_peer(&mut hung);
     let got = receive_until(&consumer, 1, 500, || true);
-    let first_after_kill = killed_at.elapsed();
+    let all_after_kill = killed_at.elapsed();
+    let first_after_kill = got.first_at.expect("records arrived") - killed_at;
     assert!(survivor.wait().unwrap().success());
     let stats = consumer.stats();
     assert_eq!(stats.recovered, 1);
-    println!("delivered {} survivor records; all done {first_after_kill:?} after the kill", got.next[0]);
+    println!(
+        "delivered {} survivor records; the first {first_after_kill:?} after the kill, all {all_after_kill:?} after",
+        got.next[0]
+    );
+    // The default stall timeout (250 ms) plus scheduling, never a wedge.
+    assert!(first_after_kill < Duration::from_millis(250) + STALL_MARGIN, "{first_after_kill:?}");
 }
 
 #[test]

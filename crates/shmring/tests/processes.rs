@@ -44,9 +44,17 @@ fn peer() {
                 assert_eq!(libc::seteuid(65534), 0);
                 libc::setfsuid(0);
             }
-            match RingFds::request(&name) {
-                Err(Error::PermissionDenied { reason }) if reason.contains("uid 65534") => std::process::exit(42),
-                other => panic!("expected a refusal naming uid 65534, got {other:?}"),
+            match (RingFds::request(&name), std::env::var("SHMRING_TEST_ALLOWED").is_ok()) {
+                (Err(Error::PermissionDenied { reason }), false) if reason.contains("uid 65534") => {
+                    std::process::exit(42)
+                }
+                (Ok(fds), true) => {
+                    // The grant is a working ring, not just three numbers.
+                    let mut producer = Producer::attach(fds).unwrap();
+                    producer.send(7, b"allow-listed").unwrap();
+                    std::process::exit(43)
+                }
+                (other, allowed) => panic!("allow-listed {allowed}: unexpected answer {other:?}"),
             }
         }
         "connect-as-nobody" => {
@@ -60,6 +68,24 @@ fn peer() {
                 Err(_) => std::process::exit(42),
                 Ok(_) => panic!("a process of another uid attached"),
             }
+        }
+        "stat-view" => {
+            // SAFETY: the parent passed these descriptors in SHMRING_FD.
+            let fds = unsafe { RingFds::from_env() }.unwrap();
+            let stats = shmring::RingView::open(&fds.memfd).unwrap().stats();
+            let producers: Vec<String> =
+                stats.producers.iter().map(|p| format!("{}:{}:{}:{}", p.pid, p.frames, p.bytes, p.drops)).collect();
+            println!(
+                "stats name={} committed={} consumed={} drops={} write={} read={} consumer={} producers={}",
+                stats.name,
+                stats.committed_frames,
+                stats.consumed_frames,
+                stats.drops,
+                stats.write,
+                stats.read,
+                stats.consumer_state,
+                producers.join(",")
+            );
         }
         other => panic!("unknown role {other}"),
     }
@@ -206,6 +232,43 @@ fn rendezvous_refuses_a_peer_of_another_uid() {
         let status = spawn_peer(role, None, &env).wait().unwrap();
         assert_eq!(status.code(), Some(42), "{role}: {status}");
     }
-    // Our own uid still attaches, and an allow-listed uid would too.
+    // Our own uid still attaches.
     assert!(Producer::connect(&name).is_ok());
+    drop(server);
+
+    // Allow-listed, the same peer gets the descriptors and sends.
+    let server = consumer.serve(shmring::AccessPolicy { allowed_uids: vec![65534] }).unwrap();
+    let env = [("SHMRING_TEST_RING", name.clone()), ("SHMRING_TEST_ALLOWED", "1".to_string())];
+    let status = spawn_peer("connect-as-other-uid", None, &env).wait().unwrap();
+    assert_eq!(status.code(), Some(43), "allow-listed uid: {status}");
+    let frame = consumer.recv_timeout(Duration::from_secs(5)).unwrap().expect("the allow-listed peer's record");
+    assert_eq!((frame.kind(), &frame[..]), (7, &b"allow-listed"[..]));
+    drop(frame);
+    drop(server);
+}
+
+#[test]
+fn stats_are_read_from_another_process_without_disturbing_the_ring() {
+    let name = format!("test-stat-{}", std::process::id());
+    let consumer = Consumer::create(&name, &RingOptions::with_capacity(1 << 16)).unwrap();
+    let mut producer = consumer.producer().unwrap();
+    for n in 0..5u8 {
+        producer.send(1, &[n; 100]).unwrap();
+    }
+    assert!(matches!(producer.send(1, &[0; 65_000]), Err(Error::Dropped)));
+    let held: Vec<_> = (0..3).map(|_| consumer.try_recv().unwrap().unwrap()).collect();
+    let before = consumer.stats();
+    let inherit = consumer.fds().inheritable().unwrap();
+    let mut viewer = common::spawn_peer_with("stat-view", Some(inherit.spec()), &[], std::process::Stdio::piped());
+    let line = wait_for_line(&mut viewer, "stats ");
+    assert!(viewer.wait().unwrap().success());
+    let expected = format!(
+        "stats name={name} committed=5 consumed=3 drops=1 write={} read=0 consumer=attached producers={}:5:500:1",
+        before.write,
+        std::process::id()
+    );
+    assert_eq!(line, expected);
+    assert_eq!(consumer.stats(), before, "the viewer changed nothing");
+    drop(held);
+    assert_eq!(consumer.stats().read, before.write - 2 * 192, "two records still unreceived");
 }

@@ -99,6 +99,22 @@ fn attach_refuses_an_unsealed_or_foreign_descriptor() {
 }
 
 #[test]
+fn descriptor_spec_with_only_the_memfd_refuses_a_segment_too_short_for_a_header() {
+    use std::os::fd::IntoRawFd;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    for len in [0, 4096] {
+        let fd = raw_memfd(len, seals).into_raw_fd();
+        // SAFETY: `fd` was just made for this call, which takes it over.
+        let err = unsafe { Producer::attach_spec(&fd.to_string()) }.err().expect("refused");
+        assert!(matches!(err, Error::BadSegment { .. }), "{len} bytes: {err}");
+    }
+    let fd = raw_memfd(4096, 0).into_raw_fd();
+    // SAFETY: as above.
+    let err = unsafe { Producer::attach_spec(&fd.to_string()) }.err().expect("refused");
+    assert!(err.to_string().contains("not sealed"), "{err}");
+}
+
+#[test]
 fn attach_refuses_wrong_magic_version_capacity_and_size() {
     let consumer = Consumer::create_anonymous(&options(1 << 16)).unwrap();
     let fds = consumer.fds();

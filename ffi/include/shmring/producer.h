@@ -131,6 +131,10 @@ class Producer {
   Status status() const { return handle_->status(); }
   bool ok() const { return status() == Status::Ok; }
   uint64_t max_payload() const { return handle_->max_payload(); }
+  // Faults in this process's mapping of the ring (Linux 5.14+), so the
+  // first lap of frames pays no page faults. Call once after attaching,
+  // off any real-time thread; on failure frames still work.
+  Status Prefault() const { return handle_->prefault(); }
   Counters counters() const { return handle_->counters(); }
 
   // Copies an I420 frame of desc.width x desc.height into the ring. Each
