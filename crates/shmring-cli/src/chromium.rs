@@ -193,6 +193,8 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
                 ffmpeg: PathBuf::from("ffmpeg"),
                 preset: "ultrafast".to_string(),
                 splice: true,
+                finish_timeout: Duration::from_secs(60),
+                stall_timeout: Duration::from_secs(10),
             };
             let watch = BrowserWatch { pid, interrupted: &interrupted };
             let report = Encoder::new(&consumer, config).run(&stop, |p| {

@@ -203,6 +203,13 @@ pub struct EncodeArgs {
     /// ring's pages with vmsplice.
     #[arg(long)]
     pub copy: bool,
+    /// How long ffmpeg may take to finish a file once its input ends.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub finish_timeout: Duration,
+    /// Give up on an ffmpeg that takes nothing for this long while frames
+    /// wait (the frames it holds would otherwise fill the ring).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -94,6 +94,8 @@ pub fn demo(args: DemoArgs) -> Outcome {
         ffmpeg: args.encode.ffmpeg.clone(),
         preset: "ultrafast".to_string(),
         splice: !args.encode.copy,
+        finish_timeout: Duration::from_secs(60),
+        stall_timeout: Duration::from_secs(10),
     };
     let report = Encoder::new(&consumer, config).run(&stop, |p| eprintln!("{}", crate::encoder::progress_line(p)))?;
 

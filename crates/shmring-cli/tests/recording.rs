@@ -275,3 +275,51 @@ fn lying_and_garbage_frames_are_counted_and_the_recording_goes_on() {
     common::assert_on_timeline(&numbers, 0, "hostile.mp4");
     sandbox.run(&["rm", &name]).succeeds();
 }
+
+#[test]
+fn a_frozen_ffmpeg_is_given_up_on_and_the_ring_flows_again() {
+    let sandbox = Sandbox::new("frozen");
+    let name = sandbox.ring("bot");
+    let out = sandbox.path("frozen.mp4");
+    sandbox.run(&["create", &name, "--capacity", "16MiB"]).succeeds();
+    let recorder = sandbox.spawn(&["record", &name, "--stall-timeout", "1s", "-o", out.to_str().unwrap()]);
+    wait_for_consumer(&sandbox, &name);
+    let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "5", "--size", "640x360"]);
+    let ffmpeg = (0..200)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            ffmpeg_child(recorder.id())
+        })
+        .expect("record starts ffmpeg");
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(ffmpeg, libc::SIGSTOP) }, 0);
+
+    let camera = wait_for(camera, Duration::from_secs(30), "camera");
+    camera.succeeds();
+    let tally: serde_json::Value = serde_json::from_str(camera.stdout.trim()).unwrap();
+    let (sent, dropped) = (tally["sent"].as_u64().unwrap(), tally["dropped"].as_u64().unwrap());
+    assert_eq!(sent + dropped, 150, "{}", camera.stdout);
+    let run = wait_for(recorder, Duration::from_secs(30), "record");
+    run.fails_with(1, "ffmpeg took nothing for 1.0 s");
+    // Once the frozen ffmpeg was given up on, the ring flowed again: the
+    // camera's last frames reached the encoder (counted after the failure).
+    let after: u64 = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("video dropped"))
+        .and_then(|l| l.split("after failure ").nth(1))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a video dropped line");
+    assert!(after >= 60, "{}", run.stdout);
+    assert_video_accounted_loosely(&run.stdout, sent);
+    sandbox.run(&["rm", &name]).succeeds();
+}
+
+/// Every frame the camera got into the ring reached the encoder and is
+/// counted as encoded or dropped.
+fn assert_video_accounted_loosely(report: &str, sent: u64) {
+    let line = report.lines().find(|l| l.trim_start().starts_with("video  ")).unwrap();
+    assert!(line.contains(&format!("video           {sent} received")), "{report}");
+}

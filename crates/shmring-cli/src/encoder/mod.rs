@@ -74,6 +74,11 @@ pub struct EncoderConfig {
     pub preset: String,
     /// Hand video to ffmpeg with `vmsplice` (no copy) rather than `writev`.
     pub splice: bool,
+    /// How long a closed file's ffmpeg may take to read what is left and
+    /// finish the file before it is killed and the file reported failed.
+    pub finish_timeout: Duration,
+    /// How long ffmpeg may take nothing while frames wait for it.
+    pub stall_timeout: Duration,
 }
 
 impl From<&EncodeArgs> for EncoderConfig {
@@ -86,6 +91,8 @@ impl From<&EncodeArgs> for EncoderConfig {
             ffmpeg: args.ffmpeg.clone(),
             preset: args.preset.clone(),
             splice: !args.copy,
+            finish_timeout: args.finish_timeout,
+            stall_timeout: args.stall_timeout,
         }
     }
 }
@@ -132,6 +139,16 @@ struct Segment<'c> {
     audio: ByteQueue,
     /// When the last chance to finish ends (ffmpeg is killed after it).
     drain_deadline: Option<Instant>,
+    /// Bytes ffmpeg has read from both pipes, and when that last grew.
+    taken: u64,
+    last_progress: Instant,
+}
+
+impl Segment<'_> {
+    /// Whether anything waits for ffmpeg to read it.
+    fn has_pending(&self) -> bool {
+        !self.video.is_empty() || !self.audio.is_empty() || self.pipe.in_flight() > 0
+    }
 }
 
 impl Segment<'_> {
@@ -443,6 +460,8 @@ impl<'c> Encoder<'c> {
             video_backlog: 0,
             audio: ByteQueue::default(),
             drain_deadline: None,
+            taken: 0,
+            last_progress: Instant::now(),
         };
         self.segments.push(segment);
         if index > 0 {
@@ -469,6 +488,7 @@ impl<'c> Encoder<'c> {
         }
         let segment = self.segments.last_mut().expect("checked above");
         segment.state = SegmentState::Closing;
+        segment.drain_deadline = Some(Instant::now() + self.config.finish_timeout);
         if segment.ffmpeg.is_none() {
             // Never started: nothing to encode.
             segment.state = SegmentState::Done;
@@ -499,6 +519,7 @@ impl<'c> Encoder<'c> {
             Ok(ffmpeg) => {
                 tracing::info!(pid = ffmpeg.pid(), file = %segment.report.path.display(), "encoding");
                 segment.ffmpeg = Some(ffmpeg);
+                segment.last_progress = Instant::now();
             }
             Err(error) => {
                 let index = self.segments.len() - 1;
@@ -664,7 +685,27 @@ impl<'c> Encoder<'c> {
                 self.counters.copied_out += 1;
             }
         }
+        let now = Instant::now();
         for index in 0..self.segments.len() {
+            let segment = &self.segments[index];
+            let closing = matches!(segment.state, SegmentState::Closing | SegmentState::Draining);
+            if closing && segment.drain_deadline.is_some_and(|d| now > d) {
+                // A hung ffmpeg must not hold the ring (or the exit) forever.
+                let limit = self.config.finish_timeout.as_secs_f64();
+                self.fail(index, format!("ffmpeg did not take the rest and finish the file within {limit:.1} s"));
+                continue;
+            }
+            let stalled = matches!(segment.state, SegmentState::Open | SegmentState::Closing)
+                && segment.ffmpeg.is_some()
+                && segment.has_pending()
+                && now.duration_since(segment.last_progress) > self.config.stall_timeout;
+            if stalled {
+                // Frames it holds pin the ring's oldest space: a hung ffmpeg
+                // would fill the ring. Give up on it loudly instead.
+                let limit = self.config.stall_timeout.as_secs_f64();
+                self.fail(index, format!("ffmpeg took nothing for {limit:.1} s (hung or stopped?)"));
+                continue;
+            }
             let segment = &mut self.segments[index];
             let exited = match segment.ffmpeg.as_mut() {
                 Some(ffmpeg) if segment.state != SegmentState::Done => ffmpeg.poll_exit().cloned(),
@@ -711,6 +752,14 @@ impl<'c> Encoder<'c> {
                     error = Some(format!("audio pipe: {e}"));
                 }
             }
+            // Progress is ffmpeg reading, not our writes into free pipe space.
+            let unread = |fd: Option<&std::os::fd::OwnedFd>| fd.and_then(|fd| pipes::unread(fd.as_fd())).unwrap_or(0);
+            let taken = (segment.pipe.bytes_written() + segment.audio.bytes_written())
+                .saturating_sub(unread(ffmpeg.video.as_ref()) + unread(ffmpeg.audio.as_ref()));
+            if taken > segment.taken {
+                segment.taken = taken;
+                segment.last_progress = Instant::now();
+            }
             if let Some(error) = error {
                 self.fail(index, format!("ffmpeg stopped reading ({error})"));
                 continue;
@@ -724,7 +773,6 @@ impl<'c> Encoder<'c> {
                     ffmpeg.close_inputs();
                 }
                 segment.state = SegmentState::Draining;
-                segment.drain_deadline = Some(Instant::now() + Duration::from_secs(60));
             }
             waiting |= !empty;
         }
@@ -762,6 +810,9 @@ impl<'c> Encoder<'c> {
         segment.audio.clear();
         self.counters.video_discarded += discarded;
         let (exit, stderr) = segment.ffmpeg.take().map(Ffmpeg::abort).unwrap_or((None, String::new()));
+        // ffmpeg is gone and its pipes with it: nothing references the
+        // spliced frames' pages any more, so their ring space can go.
+        segment.pipe = VideoPipe::new(false);
         let mut message = format!("{}: {reason}", segment.report.path.display());
         if !stderr.is_empty() {
             message.push_str(&format!("; ffmpeg said: {stderr}"));
@@ -807,13 +858,6 @@ impl<'c> Encoder<'c> {
         loop {
             self.maintain();
             let waiting = self.pump();
-            let now = Instant::now();
-            for index in 0..self.segments.len() {
-                let overdue = self.segments[index].drain_deadline.is_some_and(|d| now > d);
-                if self.segments[index].state == SegmentState::Draining && overdue {
-                    self.fail(index, "ffmpeg did not finish the file within 60 s".to_string());
-                }
-            }
             if self.segments.iter().all(|s| s.state == SegmentState::Done) {
                 break;
             }

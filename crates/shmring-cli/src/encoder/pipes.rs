@@ -133,6 +133,16 @@ impl<'c> VideoWrite<'c> {
 /// Most iovecs handed to one `writev`.
 const IOVECS: usize = 64;
 
+/// Bytes written into pipe `fd` that its reader has not read yet.
+pub fn unread(fd: BorrowedFd<'_>) -> Option<u64> {
+    let mut unread: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int, which we own.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut unread) } != 0 {
+        return None;
+    }
+    Some(unread.max(0) as u64)
+}
+
 /// How video reaches a pipe. With `vmsplice` the pipe takes references
 /// to the ring's own pages and no byte is copied on our side: ffmpeg's
 /// `read` copies straight out of the ring. The ring must then not reuse
@@ -159,6 +169,11 @@ impl<'c> VideoPipe<'c> {
         self.splice
     }
 
+    /// Bytes handed to the pipe so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
     /// Spliced frames the reader has not finished reading.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
@@ -169,12 +184,8 @@ impl<'c> VideoPipe<'c> {
         if self.in_flight.is_empty() {
             return;
         }
-        let mut unread: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int, which we own.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut unread) } != 0 {
-            return;
-        }
-        let read = self.written.saturating_sub(unread.max(0) as u64);
+        let Some(unread) = unread(fd) else { return };
+        let read = self.written.saturating_sub(unread);
         while self.in_flight.front().is_some_and(|(end, _)| *end <= read) {
             self.in_flight.pop_front();
         }
@@ -254,6 +265,7 @@ impl<'c> VideoPipe<'c> {
 pub struct ByteQueue {
     bytes: Vec<u8>,
     start: usize,
+    written: u64,
 }
 
 impl ByteQueue {
@@ -267,6 +279,11 @@ impl ByteQueue {
 
     pub fn len(&self) -> usize {
         self.bytes.len() - self.start
+    }
+
+    /// Bytes written out so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
     }
 
     pub fn is_empty(&self) -> bool {
@@ -294,6 +311,7 @@ impl ByteQueue {
                 }
             }
             self.start += n as usize;
+            self.written += n as u64;
             total += n as usize;
         }
         if self.start == self.bytes.len() {
