@@ -348,8 +348,12 @@ fn take_free_slot(header: &Header, pid: u32) -> Option<usize> {
 /// now gone (dead, or closed the ring).
 pub(crate) fn consumer_liveness(header: &Header) -> std::result::Result<(), u32> {
     let line = &header.consumer;
+    // Acquire: SYNC POINT: pairs with the Release store of ATTACHED in
+    // `Consumer::start` (and of CLOSED in `Consumer::drop`): the pid, start
+    // time and namespace read below are the ones stored before it.
+    let state = line.state.load(Ordering::Acquire);
     let pid = line.pid.load(Ordering::Relaxed);
-    match line.state.load(Ordering::Acquire) {
+    match state {
         consumer_state::ATTACHED => {
             if !liveness::pid_comparable(line.pid_namespace.load(Ordering::Relaxed)) {
                 // Its pid means nothing in our namespace: only a clean

@@ -202,6 +202,8 @@ fn claim_of_a_dead_producer_is_recovered_and_later_records_survive() {
     let slot = &backing.header().slots[dead.slot()];
     // It claimed 192 bytes at 0 and died before publishing.
     slot.inflight_size.store(192, Ordering::Relaxed);
+    // Release: SYNC POINT: as in `Producer::try_claim`, pairs with the
+    // Acquire loads of `inflight_pos` and `write` in the consumer.
     slot.inflight_pos.store(0, Ordering::Release);
     backing.header().write.position.store(192, Ordering::Release);
     producer.send(5, b"survivor").unwrap();
