@@ -2,6 +2,8 @@
 # Runs the full transport comparison (release build, real producer and
 # consumer processes) and refreshes the results section of README.md, the
 # part between the bench markers (appended when the markers are missing).
+# Each figure is the median of REPEAT runs (default 3, taken in rounds, so a
+# burst of other work on a shared machine spoils one run, not the figure).
 # Extra arguments go to `compare` (e.g. --quick).
 #
 # Outputs: target/bench/compare.md (the table), compare.json, compare.svg.
@@ -11,7 +13,8 @@ cd "$(dirname "$0")/.."
 out=target/bench
 mkdir -p "$out"
 cargo build --release -p shmring-benches --bin compare
-target/release/compare --json "$out/compare.json" --svg "$out/compare.svg" "$@" | tee "$out/compare.md"
+target/release/compare --repeat "${REPEAT:-3}" --json "$out/compare.json" --svg "$out/compare.svg" "$@" |
+  tee "$out/compare.md"
 
 readme=README.md
 [ -f "$readme" ] || readme=benches/README.md

@@ -98,7 +98,11 @@ if [[ ! -f "$tarball" ]]; then
     sed -nE "s/^'[^']*chromium_${version//./\\.}\.orig\.tar\.xz' [^ ]+ [0-9]+ SHA256:([0-9a-f]+).*/\1/p" | head -1)"
   mkdir -p "$cache"
   say "downloading chromium_${version}.orig.tar.xz (cached in $cache)"
-  curl -fL --retry 3 -o "$tarball.part" "$uri" || die "download failed: $uri"
+  if ! curl -fL --retry 3 -o "$tarball.part" "$uri"; then
+    rm -f "$tarball.part"
+    listed="$(apt-cache "${aptopts[@]}" showsrc chromium 2>/dev/null | sed -nE 's/^Version: //p' | tr '\n' ' ')"
+    die "download failed: $uri (the index lists chromium $listed; set CHROMIUM_VERSION to one whose source the archive serves)"
+  fi
   if [[ -n "$sha" ]]; then
     echo "$sha  $tarball.part" | sha256sum -c --quiet - || die "SHA256 mismatch"
   fi

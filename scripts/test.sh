@@ -27,6 +27,13 @@ if echo "$deps" | grep -qv '^libc '; then
   exit 1
 fi
 cargo test -p shmring --no-default-features
+# What a renderer links (the C++ shim and the media headers) on that
+# configuration: built alone, shmring gets none of its features.
+if cargo tree -p shmring-ffi -p shmring-media -e features -i shmring | grep -q 'shmring feature'; then
+  echo "the shim pulls in shmring features" >&2
+  exit 1
+fi
+cargo test -p shmring-ffi -p shmring-media
 
 step "loom models (claim/commit/peek/release, wake-ups)"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p shmring --release --lib loom

@@ -168,6 +168,8 @@ fn cacheline_ping_pong(iters: u64) -> Duration {
         let peer = line.clone();
         scope.spawn(move || {
             for i in 0..iters {
+                // Acquire/Release: SYNC POINT: each side's Acquire load pairs
+                // with the other side's Release store of the next turn.
                 while peer.load(Ordering::Acquire) != 2 * i + 1 {
                     std::hint::spin_loop();
                 }
@@ -176,6 +178,7 @@ fn cacheline_ping_pong(iters: u64) -> Duration {
         });
         let start = Instant::now();
         for i in 0..iters {
+            // SYNC POINT: as in the peer's loop above.
             line.store(2 * i + 1, Ordering::Release);
             while line.load(Ordering::Acquire) != 2 * i + 2 {
                 std::hint::spin_loop();

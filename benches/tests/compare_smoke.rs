@@ -33,7 +33,7 @@ fn every_transport_delivers_every_frame_intact_and_reports_every_field() {
     let json = dir.join("compare_smoke.json");
     let svg = dir.join("compare_smoke.svg");
     let output = Command::new(env!("CARGO_BIN_EXE_compare"))
-        .args(["--quick", "--seconds", "1", "--frames", &FRAMES.to_string()])
+        .args(["--quick", "--seconds", "1", "--frames", &FRAMES.to_string(), "--repeat", "2"])
         .arg("--json")
         .arg(&json)
         .arg("--svg")
@@ -69,6 +69,7 @@ fn every_transport_delivers_every_frame_intact_and_reports_every_field() {
             }
             let count = |field: &str| row[field].as_u64().unwrap_or_else(|| panic!("{field} in {row}"));
             assert_eq!(count("frames"), FRAMES, "{transport}/{workload} delivered {row}");
+            assert_eq!(count("runs"), 2, "{transport}/{workload}: the median of both rounds: {row}");
             assert_eq!(count("lost"), 0, "{transport}/{workload}: {row}");
             assert_eq!(count("corrupt"), 0, "{transport}/{workload}: {row}");
             assert_eq!(count("out_of_order"), 0, "{transport}/{workload}: {row}");

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo run --release -p shmring-benches --bin compare -- [--quick] [--json FILE] [--svg FILE]
-//!     [--seconds S] [--frames N] [--transports a,b,..] [--workloads a,b,..]
+//!     [--seconds S] [--frames N] [--repeat N] [--transports a,b,..] [--workloads a,b,..]
 //! ```
 //!
 //! For every transport and workload this process spawns itself as the
@@ -62,10 +62,11 @@ impl Relaunch {
 }
 
 const USAGE: &str = "usage: compare [--quick] [--json FILE] [--svg FILE] [--seconds S] [--frames N] \
-[--transports a,b,..] [--workloads a,b,..]
+[--repeat N] [--transports a,b,..] [--workloads a,b,..]
   --quick        paced video 3 s, other runs 1 s (default 10 s and 3 s)
   --seconds S    every run lasts S seconds
   --frames N     at most N messages per run
+  --repeat N     N rounds over every run; each figure is the median run (default 1)
   --transports   shmring, shmring-reserve, shmring-untouched, shmring-spin, websocket, uds, tcp, memcpy
   --workloads    video-1080p30, video-max, small-64, small-4k, latency-64 (also: video, small)";
 
@@ -73,6 +74,7 @@ struct Options {
     json: Option<PathBuf>,
     svg: Option<PathBuf>,
     limits: Limits,
+    repeat: usize,
     transports: Vec<Transport>,
     workloads: Vec<Workload>,
     command: String,
@@ -106,6 +108,7 @@ fn parse(args: &[String], relaunch: &Relaunch) -> Result<Role, String> {
     let mut seconds: Option<f64> = None;
     let mut duration_ms: Option<u64> = None;
     let mut max_frames = 0u64;
+    let mut repeat = 1usize;
     let mut json = None;
     let mut svg = None;
     let mut transports: Vec<Transport> = TRANSPORTS.to_vec();
@@ -122,6 +125,12 @@ fn parse(args: &[String], relaunch: &Relaunch) -> Result<Role, String> {
             "--svg" => svg = Some(PathBuf::from(value()?)),
             "--seconds" => seconds = Some(value()?.parse().map_err(|_| "--seconds takes a number")?),
             "--frames" | "--max-frames" => max_frames = value()?.parse().map_err(|_| "--frames takes a count")?,
+            "--repeat" => {
+                repeat = value()?.parse().map_err(|_| "--repeat takes a count")?;
+                if repeat == 0 {
+                    return Err("--repeat takes a count of at least 1".to_string());
+                }
+            }
             "--transports" => transports = parse_list(&value()?, |s| Ok(vec![s.parse()?]))?,
             "--workloads" => workloads = parse_list(&value()?, parse_workloads)?,
             "--role" => role = Some(value()?),
@@ -153,7 +162,7 @@ fn parse(args: &[String], relaunch: &Relaunch) -> Result<Role, String> {
                     command.push(arg.clone());
                 }
             }
-            Ok(Role::Compare(Options { json, svg, limits, transports, workloads, command: command.join(" ") }))
+            Ok(Role::Compare(Options { json, svg, limits, repeat, transports, workloads, command: command.join(" ") }))
         }
         Some("producer") => Ok(Role::Producer(ProducerArgs {
             transport: transport.ok_or_else(|| need("transport"))?,
@@ -220,10 +229,21 @@ fn run_one(
 
 fn compare(options: Options, relaunch: &Relaunch) -> Result<bool, String> {
     let machine = Machine::detect();
-    let mut rows = Vec::new();
+    let cells: Vec<(Workload, Transport)> = options
+        .workloads
+        .iter()
+        .flat_map(|&w| options.transports.iter().filter(move |t| t.runs(w)).map(move |&t| (w, t)))
+        .collect();
+    // Rounds over every cell rather than repeats back to back, so that a
+    // burst of other work on a shared machine disturbs one run of a cell,
+    // not all of them.
+    let mut runs: Vec<Vec<Row>> = vec![Vec::new(); cells.len()];
     let mut failures = Vec::new();
-    for &workload in &options.workloads {
-        for &transport in options.transports.iter().filter(|t| t.runs(workload)) {
+    for round in 1..=options.repeat {
+        if options.repeat > 1 {
+            eprintln!("round {round} of {}", options.repeat);
+        }
+        for (&(workload, transport), cell) in cells.iter().zip(&mut runs) {
             eprint!("{workload:>14} {transport:<18} ");
             match run_one(relaunch, transport, workload, &options.limits) {
                 Ok(run) => {
@@ -232,15 +252,16 @@ fn compare(options: Options, relaunch: &Relaunch) -> Result<bool, String> {
                         "{} frames, {:.3} GB/s, {:.3} CPU s/GB, lost {}",
                         row.frames, row.gb_per_s, row.cpu_s_per_gb, row.lost
                     );
-                    rows.push(row);
+                    cell.push(row);
                 }
                 Err(e) => {
                     eprintln!("FAILED: {e}");
-                    failures.push(format!("{workload} {transport}: {e}"));
+                    failures.push(format!("{workload} {transport} (round {round}): {e}"));
                 }
             }
         }
     }
+    let rows: Vec<Row> = runs.into_iter().filter_map(report::median_run).collect();
     let recv_drop_ms = if options.transports.contains(&Transport::ShmringUntouched) {
         match recv_drop_cost() {
             Ok(ms) => Some(ms),
@@ -263,6 +284,13 @@ fn compare(options: Options, relaunch: &Relaunch) -> Result<bool, String> {
         crate::machine::load_average()
     );
     println!("Command: `{}`\n", options.command);
+    if options.repeat > 1 {
+        println!(
+            "Each row is the median of {} runs (by CPU s/GB; latency-64 by p50), taken in {} rounds over every \
+             transport and workload.\n",
+            options.repeat, options.repeat
+        );
+    }
     print!("{}", report::table(&rows));
     println!();
     print!("{}", report::targets_table(&targets));

@@ -7,7 +7,7 @@ use super::consumer::RunReport;
 use super::plan::{Transport, Workload};
 
 /// The figures of one transport on one workload.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Row {
     pub transport: String,
     pub workload: String,
@@ -43,6 +43,8 @@ pub struct Row {
     pub consumer_payload: String,
     pub producer_note: String,
     pub consumer_note: String,
+    /// Runs this row was chosen from (see [`median_run`]).
+    pub runs: usize,
 }
 
 impl Row {
@@ -101,6 +103,7 @@ impl Row {
             },
             producer_note: p.note.clone(),
             consumer_note: run.consumer.as_ref().map(|c| c.note.clone()).unwrap_or_default(),
+            runs: 1,
         }
     }
 }
@@ -164,6 +167,19 @@ pub struct Target {
     pub measured: Option<f64>,
     pub limit: f64,
     pub met: Option<bool>,
+}
+
+/// Of several runs of one transport on one workload, the one with the
+/// median CPU per GB (the median p50 for the latency workload), so that a
+/// run disturbed by another process on a shared machine does not decide
+/// the figures. `None` for no runs.
+pub fn median_run(mut runs: Vec<Row>) -> Option<Row> {
+    let key = |row: &Row| if row.workload == "latency-64" { row.p50_us.unwrap_or(0.0) } else { row.cpu_s_per_gb };
+    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let count = runs.len();
+    let mut row = runs.into_iter().nth(count.checked_sub(1)? / 2)?;
+    row.runs = count;
+    Some(row)
 }
 
 fn find<'a>(rows: &'a [Row], transport: &str, workload: &str) -> Option<&'a Row> {
@@ -232,4 +248,34 @@ pub fn targets_table(targets: &[Target]) -> String {
         out.push_str(&format!("| {} | {} | {} | {} |\n", t.name, sig_opt(t.measured), sig(t.limit), met));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(workload: &str, cpu_s_per_gb: f64, p50_us: f64) -> Row {
+        Row {
+            transport: "shmring".into(),
+            workload: workload.into(),
+            cpu_s_per_gb,
+            p50_us: Some(p50_us),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn median_run_is_the_middle_one_by_cpu_or_by_p50_for_latency() {
+        let picked =
+            median_run(vec![row("video-max", 3.0, 1.0), row("video-max", 1.0, 9.0), row("video-max", 2.0, 5.0)])
+                .expect("a row");
+        assert_eq!((picked.cpu_s_per_gb, picked.runs), (2.0, 3));
+        let picked =
+            median_run(vec![row("latency-64", 1.0, 0.9), row("latency-64", 2.0, 0.1), row("latency-64", 3.0, 0.2)])
+                .expect("a row");
+        assert_eq!((picked.p50_us, picked.runs), (Some(0.2), 3));
+        let picked = median_run(vec![row("small-64", 4.0, 0.0), row("small-64", 2.0, 0.0)]).expect("a row");
+        assert_eq!(picked.cpu_s_per_gb, 2.0, "even counts take the lower middle");
+        assert!(median_run(Vec::new()).is_none());
+    }
 }

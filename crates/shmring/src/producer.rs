@@ -68,6 +68,12 @@ struct LocalCounters {
 impl<B: Backing> Producer<B> {
     /// Takes a free slot of the producer table and returns a handle.
     pub(crate) fn join(backing: Arc<B>, pid: u32, start_time: u64) -> Result<Self> {
+        Producer::join_in(backing, pid, start_time, liveness::own_pid_namespace())
+    }
+
+    /// As [`Producer::join`], for a process whose pid namespace is known
+    /// already (no `/proc` read).
+    fn join_in(backing: Arc<B>, pid: u32, start_time: u64, pid_namespace: u64) -> Result<Self> {
         let geometry = *backing.geometry();
         let header = backing.header();
         let slot = take_free_slot(header, pid)
@@ -82,7 +88,7 @@ impl<B: Backing> Producer<B> {
             .ok_or(Error::TooManyProducers { max: MAX_PRODUCERS })?;
         let s = &header.slots[slot];
         s.start_time.store(start_time, Ordering::Relaxed);
-        s.pid_namespace.store(liveness::own_pid_namespace(), Ordering::Relaxed);
+        s.pid_namespace.store(pid_namespace, Ordering::Relaxed);
         s.inflight_size.store(0, Ordering::Relaxed);
         s.inflight_pos.store(NO_CLAIM, Ordering::Relaxed);
         for counter in [&s.frames, &s.bytes, &s.drops, &s.rejected, &s.data_posts, &s.waits] {
@@ -110,12 +116,17 @@ impl<B: Backing> Producer<B> {
     }
 
     /// Another producer of the same ring and mapping, with a slot of its
-    /// own (for another thread), without mapping the segment again.
+    /// own (for another thread), without mapping the segment again. It
+    /// takes this producer's identity (pid, start time, pid namespace)
+    /// instead of reading `/proc` again (only a full producer table makes
+    /// it check other processes' liveness).
     pub fn try_clone(&self) -> Result<Self> {
         let header = self.backing.header();
         let slot = &header.slots[self.slot];
         let pid = crate::layout::owner_pid(slot.owner.load(Ordering::Relaxed));
-        let mut clone = Producer::join(self.backing.clone(), pid, slot.start_time.load(Ordering::Relaxed))?;
+        let start_time = slot.start_time.load(Ordering::Relaxed);
+        let pid_namespace = slot.pid_namespace.load(Ordering::Relaxed);
+        let mut clone = Producer::join_in(self.backing.clone(), pid, start_time, pid_namespace)?;
         clone.policy = self.policy;
         Ok(clone)
     }
@@ -348,8 +359,12 @@ fn take_free_slot(header: &Header, pid: u32) -> Option<usize> {
 /// now gone (dead, or closed the ring).
 pub(crate) fn consumer_liveness(header: &Header) -> std::result::Result<(), u32> {
     let line = &header.consumer;
+    // Acquire: SYNC POINT: pairs with the Release store of ATTACHED in
+    // `Consumer::start` (and of CLOSED in `Consumer::drop`): the pid, start
+    // time and namespace read below are the ones stored before it.
+    let state = line.state.load(Ordering::Acquire);
     let pid = line.pid.load(Ordering::Relaxed);
-    match line.state.load(Ordering::Acquire) {
+    match state {
         consumer_state::ATTACHED => {
             if !liveness::pid_comparable(line.pid_namespace.load(Ordering::Relaxed)) {
                 // Its pid means nothing in our namespace: only a clean

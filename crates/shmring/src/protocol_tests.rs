@@ -202,6 +202,8 @@ fn claim_of_a_dead_producer_is_recovered_and_later_records_survive() {
     let slot = &backing.header().slots[dead.slot()];
     // It claimed 192 bytes at 0 and died before publishing.
     slot.inflight_size.store(192, Ordering::Relaxed);
+    // Release: SYNC POINT: as in `Producer::try_claim`, pairs with the
+    // Acquire loads of `inflight_pos` and `write` in the consumer.
     slot.inflight_pos.store(0, Ordering::Release);
     backing.header().write.position.store(192, Ordering::Release);
     producer.send(5, b"survivor").unwrap();
@@ -292,9 +294,19 @@ fn two_producer_threads_deliver_everything_in_per_producer_order() {
 
 #[test]
 fn cloned_producer_has_its_own_slot_and_sequence() {
-    let (_b, consumer, mut producer) = ring();
+    let (backing, consumer, mut producer) = ring();
+    // The clone takes the original's identity as recorded in its slot.
+    let original = &backing.header().slots[producer.slot()];
+    original.pid_namespace.store(0x5eed, Ordering::Relaxed);
+    original.start_time.store(77, Ordering::Relaxed);
     let mut clone = producer.try_clone().unwrap();
     assert_ne!(clone.slot(), producer.slot());
+    let copy = &backing.header().slots[clone.slot()];
+    assert_eq!(
+        (copy.pid_namespace.load(Ordering::Relaxed), copy.start_time.load(Ordering::Relaxed)),
+        (0x5eed, 77),
+        "identity copied, not read again"
+    );
     producer.send(1, b"a").unwrap();
     clone.send(2, b"b").unwrap();
     let a = consumer.try_recv().unwrap().unwrap();

@@ -129,6 +129,8 @@ pub(crate) fn next_safe_point<B: Backing>(
     let announced: Vec<u64> = header
         .slots
         .iter()
+        // Acquire: SYNC POINT: pairs with the Release store of ACTIVE in
+        // `Producer::join`, as in `is_boundary`.
         .filter(|slot| owner_state(slot.owner.load(Ordering::Acquire)) != slot_state::FREE)
         // Acquire: SYNC POINT: as in `is_boundary`.
         .map(|slot| slot.inflight_pos.load(Ordering::Acquire))
@@ -169,6 +171,8 @@ pub(crate) fn free_dead_slots(header: &Header, peek: u64) -> usize {
         if state == slot_state::FREE || unverifiable || liveness::check(pid, start) == Liveness::Alive {
             continue;
         }
+        // Acquire: SYNC POINT: pairs with the Release store of
+        // `inflight_pos` in `Producer::try_claim`.
         let claim = slot.inflight_pos.load(Ordering::Acquire);
         if state == slot_state::ACTIVE && claim != NO_CLAIM && claim >= peek {
             continue;

@@ -84,6 +84,8 @@ impl RendezvousServer {
 
 impl Drop for RendezvousServer {
     fn drop(&mut self) {
+        // SeqCst: SYNC POINT: pairs with the loads of `stop` in `serve`,
+        // which must see it once `accept` fails below. Not a hot path.
         self.stop.store(true, Ordering::SeqCst);
         // Wakes the blocked accept(): on Linux shutdown on a listening
         // socket makes accept fail with EINVAL.
@@ -99,6 +101,7 @@ impl Drop for RendezvousServer {
 fn serve(listener: UnixListener, fds: RingFds, policy: AccessPolicy, stop: Arc<AtomicBool>) {
     // SAFETY: getuid has no preconditions.
     let own_uid = unsafe { libc::getuid() };
+    // SeqCst: SYNC POINT: pairs with the store in `RendezvousServer::drop`.
     while !stop.load(Ordering::SeqCst) {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,

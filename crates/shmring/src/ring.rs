@@ -446,10 +446,13 @@ impl Consumer<MappedRing> {
     pub fn attach(fds: RingFds) -> Result<Self> {
         let ring = MappedRing::open(fds)?;
         let line = &ring.header().consumer;
+        // Acquire: SYNC POINT: pairs with the Release store of ATTACHED in
+        // `Consumer::start`: the pid and start time read below come with it.
+        let state = line.state.load(Ordering::Acquire);
         let pid = line.pid.load(Ordering::Relaxed);
         // A consumer in another pid namespace cannot be checked: presumed
         // alive, so two consumers never share a ring.
-        if line.state.load(Ordering::Acquire) == consumer_state::ATTACHED
+        if state == consumer_state::ATTACHED
             && (!liveness::pid_comparable(line.pid_namespace.load(Ordering::Relaxed))
                 || liveness::check(pid, line.start_time.load(Ordering::Relaxed)) == Liveness::Alive)
         {

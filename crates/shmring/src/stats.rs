@@ -98,6 +98,8 @@ impl Stats {
             producers: Vec::new(),
         };
         for (index, slot) in header.slots.iter().enumerate() {
+            // Acquire: SYNC POINT: pairs with the Release store of ACTIVE in
+            // `Producer::join`: the slot's counters are its owner's.
             let owner = slot.owner.load(Ordering::Acquire);
             if owner_state(owner) != slot_state::ACTIVE {
                 continue;

@@ -214,6 +214,7 @@ fn kill_many_producers(kills: u32) {
                 std::thread::sleep(Duration::from_micros(2_000 + rng % 15_000));
                 kill_peer(&mut victim);
             }
+            // SeqCst: SYNC POINT: pairs with the load in the `done` check.
             done.store(true, Ordering::SeqCst);
         })
     };
