@@ -1,0 +1,143 @@
+//! Headless Chromium (Debian's `chromium` package) opened at a bridge's
+//! capture page with a fake camera and microphone: how the E2E test and the
+//! load bench drive a real browser, with no automation framework. The page
+//! runs by itself; its progress lines (`shmring-capture: ...`) reach
+//! Chromium's log, which is kept for diagnostics.
+
+use std::fs::{self, File};
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// The flags every launch uses: headless, and nothing that reaches for the
+/// network (without them Chromium stalls on a closed network), a fake
+/// 30 fps camera and microphone allowed without a prompt, no throttling of
+/// a page nobody looks at.
+pub const FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream=fps=30",
+    "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--enable-logging=stderr",
+    "--v=0",
+];
+
+/// The browser binary: `$CHROMIUM` if set, else the first of `chromium`,
+/// `chromium-browser`, `google-chrome` found on `PATH`.
+pub fn find() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("CHROMIUM") {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The capture page of the bridge at `addr`, with query `query` (see
+/// `js/capture.html` for its parameters).
+pub fn capture_url(addr: SocketAddr, query: &str) -> String {
+    format!("http://{addr}/?{query}")
+}
+
+/// A running headless Chromium with a fresh profile. Dropping it kills the
+/// whole browser (its process group) and removes the profile.
+#[derive(Debug)]
+pub struct Chromium {
+    child: Child,
+    profile: PathBuf,
+    log: PathBuf,
+}
+
+impl Chromium {
+    /// Starts `binary` at `url`.
+    pub fn launch(binary: &Path, url: &str) -> io::Result<Chromium> {
+        let profile = std::env::temp_dir().join(format!(
+            "shmring-bridge-chromium-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+        ));
+        fs::create_dir_all(&profile)?;
+        let log = profile.join("chromium.log");
+        let mut command = Command::new(binary);
+        command
+            .args(FLAGS)
+            .arg(format!("--user-data-dir={}", profile.join("data").display()))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log)?)
+            .process_group(0);
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only calls prctl, which is async-signal-safe; it touches no
+        // memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                // The browser dies with the process that launched it, even
+                // if that one is killed before it can clean up.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        let child = command.spawn()?;
+        Ok(Chromium { child, profile, log })
+    }
+
+    /// The browser process's pid (its renderers and helpers are its
+    /// descendants; see [`crate::process_usage::of_tree`]).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the browser process has exited.
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The capture page's progress lines so far.
+    pub fn page_log(&self) -> Vec<String> {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| line.find("shmring-capture:").map(|at| line[at..].trim_end_matches('"').to_string()))
+            .collect()
+    }
+
+    /// The last `lines` lines of Chromium's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Kills the browser and all its processes.
+    pub fn kill(&mut self) {
+        // The group outlives its leader while helpers remain, and its id
+        // is not reused while it exists: killing it is always safe.
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = fs::remove_dir_all(&self.profile);
+    }
+}

@@ -1,0 +1,165 @@
+//! `shmring-bridge`: serves a browser bridge into an existing ring until
+//! SIGINT or SIGTERM.
+//!
+//! ```text
+//! shmring-bridge NAME [--listen 127.0.0.1:8787]     attach by name
+//! SHMRING_FD=3:4:5 shmring-bridge [--listen ...]    attach from inherited descriptors
+//! ```
+//!
+//! The first line on stdout is `listening on ADDRESS`; with `--stats-every`
+//! a JSON line of counters follows every so often, and one last line when
+//! the bridge stops.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+use shmring::RingFds;
+use shmring_bridge::{Bridge, BridgeConfig, RingSource};
+
+#[derive(Parser, Debug)]
+#[command(name = "shmring-bridge", version, about = "WebSocket bridge from browsers into a shmring ring")]
+struct Args {
+    /// Ring to attach to by name (its consumer must serve it). Without it,
+    /// the descriptors come from --fd or $SHMRING_FD.
+    name: Option<String>,
+    /// Inherited descriptors, MEMFD:DATA_SEM:SPACE_SEM.
+    #[arg(long, conflicts_with = "name")]
+    fd: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], shmring_bridge::DEFAULT_PORT)))]
+    listen: SocketAddr,
+    /// Worker threads (default: CPUs, at most 4).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Messages in flight per worker (producer slots per worker).
+    #[arg(long)]
+    in_flight: Option<usize>,
+    /// Connections held at once.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Longest binary message (default: the ring's largest record).
+    #[arg(long)]
+    max_message: Option<usize>,
+    /// Time a reserved message has to arrive in full, in milliseconds.
+    #[arg(long)]
+    message_timeout_ms: Option<u64>,
+    /// Silence after which a connection is closed, in seconds.
+    #[arg(long)]
+    idle_timeout_s: Option<u64>,
+    /// Time to complete the HTTP request, in seconds.
+    #[arg(long)]
+    handshake_timeout_s: Option<u64>,
+    /// Allow WebSocket connections from this origin only (repeatable; the
+    /// bridge's own pages are always allowed). Default: any origin.
+    #[arg(long = "allow-origin")]
+    allow_origins: Vec<String>,
+    /// Do not serve the capture page, the JS client and /stats.
+    #[arg(long)]
+    no_pages: bool,
+    /// Print the counters as a JSON line every this many seconds.
+    #[arg(long)]
+    stats_every: Option<f64>,
+}
+
+fn config(args: &Args) -> BridgeConfig {
+    let mut config = BridgeConfig::listening_on(args.listen);
+    if let Some(n) = args.workers {
+        config.workers = n;
+    }
+    if let Some(n) = args.in_flight {
+        config.in_flight_per_worker = n;
+    }
+    if let Some(n) = args.max_connections {
+        config.max_connections = n;
+    }
+    config.max_message = args.max_message;
+    if let Some(ms) = args.message_timeout_ms {
+        config.message_timeout = Duration::from_millis(ms);
+    }
+    if let Some(s) = args.idle_timeout_s {
+        config.idle_timeout = Duration::from_secs(s);
+    }
+    if let Some(s) = args.handshake_timeout_s {
+        config.handshake_timeout = Duration::from_secs(s);
+    }
+    if !args.allow_origins.is_empty() {
+        config.allowed_origins = Some(args.allow_origins.clone());
+    }
+    config.serve_pages = !args.no_pages;
+    config
+}
+
+fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+
+    // Signals are taken by `sigwait` below: block them before any thread
+    // starts, so every thread inherits the mask.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    if let Err(e) = signals.thread_block() {
+        eprintln!("shmring-bridge: cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
+
+    let source = match (&args.name, &args.fd) {
+        (Some(name), _) => RingSource::Name(name.clone()),
+        (None, spec) => {
+            let spec = spec.clone().or_else(|| std::env::var("SHMRING_FD").ok());
+            let Some(spec) = spec else {
+                eprintln!("shmring-bridge: give a ring NAME, --fd MEMFD:DATA:SPACE, or set SHMRING_FD");
+                return ExitCode::FAILURE;
+            };
+            // SAFETY: the descriptors named on our command line or in
+            // SHMRING_FD were passed to this process for this purpose, and
+            // nothing else here owns them.
+            match unsafe { RingFds::from_spec(&spec) } {
+                Ok(fds) => RingSource::Fds(fds),
+                Err(e) => {
+                    eprintln!("shmring-bridge: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+
+    let bridge = match Bridge::start(config(&args), source) {
+        Ok(bridge) => bridge,
+        Err(e) => {
+            eprintln!("shmring-bridge: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = bridge.local_addr();
+    print_line(&format!("listening on {addr}"));
+    eprintln!("shmring-bridge: WebSocket ws://{addr}/  capture page http://{addr}/  counters http://{addr}/stats");
+
+    if let Some(every) = args.stats_every.filter(|s| *s > 0.0) {
+        let interval = Duration::from_secs_f64(every);
+        let registry = bridge.stats_source();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(interval);
+            print_line(&serde_json::json!({ "stats": registry() }).to_string());
+        });
+    }
+
+    let signal = signals.wait();
+    tracing::info!(?signal, "stopping");
+    let stats = bridge.shutdown();
+    print_line(&serde_json::json!({ "final": stats }).to_string());
+    ExitCode::SUCCESS
+}
