@@ -135,7 +135,8 @@ pub struct CloseCount {
 /// A snapshot of a bridge's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct BridgeStats {
-    /// Connections open now (HTTP, WebSocket and closing).
+    /// Connections open now (HTTP, WebSocket and closing; a `/stats`
+    /// request counts itself).
     pub connections_open: u64,
     /// Connections accepted since start.
     pub connections_accepted: u64,
