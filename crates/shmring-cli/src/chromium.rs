@@ -28,6 +28,9 @@ use crate::process;
 /// The switch the patched browser takes (`switches::kShmringFds`).
 pub const SWITCH: &str = "shmring-fds";
 
+/// The runtime feature that exposes the JS API in a patched build.
+pub const BLINK_FEATURE: &str = "Shmring";
+
 /// Whether a browser build knows the switch.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Support {
@@ -95,6 +98,11 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     let mut command = Command::new(&args.browser);
     command.args(&args.browser_args).arg(&switch).stdin(Stdio::null());
+    // The JS API (`track.shmringAttach`) is behind the runtime feature
+    // `Shmring` (status "test" in the patched runtime_enabled_features).
+    if !args.browser_args.iter().any(|a| a.starts_with("--enable-blink-features")) {
+        command.arg(format!("--enable-blink-features={BLINK_FEATURE}"));
+    }
     // Its own process group: stopping the browser stops every child it made.
     command.process_group(0);
     let child = command.spawn().map_err(|e| {
