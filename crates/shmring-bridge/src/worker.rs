@@ -197,8 +197,9 @@ impl Worker {
 
     fn tick(&mut self, now: Instant) {
         let mut env = env_of(&mut self.pool, &self.shared, self.index, now);
+        let scratch = &mut self.scratch;
         for (key, conn) in self.conns.iter_mut() {
-            if !contain(|| conn.on_tick(&mut env)) || conn.is_done() {
+            if !contain(|| conn.on_tick(&mut env, scratch)) || conn.is_done() {
                 self.done.push(key);
             }
         }

@@ -66,10 +66,8 @@ fn chromium_sends_1080p30_video_and_audio_through_the_bridge() {
                 assert!(v.y().iter().step_by(4099).any(|&b| b != 0), "the camera's picture, not zeros");
                 video.entry(v.stream_id()).or_default().records.push((v.frame_number(), v.timestamp_us()));
                 if window.is_none() {
-                    let usage = (
-                        process_usage::of_process(bridge.pid()).unwrap(),
-                        process_usage::of_tree(browser.pid()),
-                    );
+                    let usage =
+                        (process_usage::of_process(bridge.pid()).unwrap(), process_usage::of_tree(browser.pid()));
                     window = Some((Instant::now(), usage.0, usage.1));
                 } else {
                     in_window += 1;
@@ -128,7 +126,10 @@ fn chromium_sends_1080p30_video_and_audio_through_the_bridge() {
     println!("  video frames      {in_window} ({fps:.1} fps arriving; {timestamp_fps:.1} fps by timestamps)");
     println!("  audio records     {} ({audio_seconds:.1} s of samples)", audio.records.len());
     println!("  bridge CPU        {:.3} ms per video frame", per_frame(bridge_before, bridge_after));
-    println!("  Chromium CPU      {:.2} ms per video frame (all its processes)", per_frame(chromium_before, chromium_after));
+    println!(
+        "  Chromium CPU      {:.2} ms per video frame (all its processes)",
+        per_frame(chromium_before, chromium_after)
+    );
     println!("  bridge counters   {stats}");
     println!("  page said         {}", page.last().cloned().unwrap_or_default());
 

@@ -65,10 +65,7 @@ fn a_thousand_connections_are_held_each_its_own_stream() {
         println!("  {what:<28} {:>12.0} {:>12.0}", kib(usage.rss), kib(usage.rss_anon));
     }
     let growth = per_connection(before.rss_anon, held.rss_anon);
-    println!(
-        "  per idle connection: {growth:.0} bytes private, {:.0} bytes RSS",
-        per_connection(before.rss, held.rss)
-    );
+    println!("  per idle connection: {growth:.0} bytes private, {:.0} bytes RSS", per_connection(before.rss, held.rss));
     assert!(growth < 64.0 * 1024.0, "{growth} bytes per idle connection");
     drop(clients);
     bridge.wait_for(Duration::from_secs(10), "the hang-ups", |s| s["connections_open"] == 1);
