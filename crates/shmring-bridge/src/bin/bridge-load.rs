@@ -404,10 +404,12 @@ fn load_run(args: &Args) -> serde_json::Value {
         wall.as_secs_f64()
     );
     let row = |k: &str, v: String| println!("  {k:<44} {v}");
-    row("messages scheduled", format!("{scheduled} ({:.0}/s)", scheduled as f64 / wall.as_secs_f64()));
+    // Rates over the scheduled run (the wall time adds the final flush).
+    let per_second = |n: u64| n as f64 / run.as_secs_f64();
+    row("messages scheduled", format!("{scheduled} ({:.0}/s)", per_second(scheduled)));
     row(
         "messages sent (written whole to the socket)",
-        format!("{} ({:.0}/s)", sent.messages, sent.messages as f64 / wall.as_secs_f64()),
+        format!("{} ({:.0}/s)", sent.messages, per_second(sent.messages)),
     );
     row("  not sent: generator's socket still full", format!("{}", sent.behind));
     row("records received by the ring's consumer", format!("{}", received.records));
