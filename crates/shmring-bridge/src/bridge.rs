@@ -295,6 +295,28 @@ impl Drop for Bridge {
     }
 }
 
+/// Runs a bridge until SIGINT or SIGTERM, as the `shmring-bridge` binary
+/// does: blocks both signals in the calling thread first (the bridge's
+/// threads inherit the mask, so the signal is taken here by `sigwait`),
+/// starts the bridge, hands it to `started` (to print its address, say),
+/// waits for a signal, shuts the bridge down and returns its counters.
+pub fn serve_until_signal(
+    config: BridgeConfig,
+    ring: impl Into<RingSource>,
+    started: impl FnOnce(&Bridge),
+) -> Result<BridgeStats, BridgeError> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block().map_err(|e| BridgeError::Io { op: "blocking SIGINT and SIGTERM", source: e.into() })?;
+    let bridge = Bridge::start(config, ring)?;
+    started(&bridge);
+    let signal = signals.wait().map_err(|e| BridgeError::Io { op: "waiting for a signal", source: e.into() })?;
+    tracing::info!(?signal, "stopping");
+    Ok(bridge.shutdown())
+}
+
 /// `first` and up to `want - 1` more producers of the same mapping; fewer
 /// when the ring runs out of slots.
 fn take_producers(first: RingProducer, want: usize) -> Result<Vec<RingProducer>, BridgeError> {

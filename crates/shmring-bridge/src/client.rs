@@ -158,6 +158,12 @@ impl Client {
         &self.stream
     }
 
+    /// The TCP stream and the bytes already read from it but not parsed,
+    /// for a caller that drives the connection itself (the load generator).
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.inbox)
+    }
+
     /// Sends a declaration and waits for the bridge's `ready` reply.
     pub fn declare(&mut self, declaration: &str) -> io::Result<serde_json::Value> {
         self.send_text(declaration)?;

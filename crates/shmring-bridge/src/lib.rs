@@ -55,7 +55,12 @@ pub mod protocol;
 pub mod stats;
 mod worker;
 
-pub use bridge::{raise_open_file_limit, Bridge, BridgeError, RingSource, ShutdownHandle};
+pub use bridge::{raise_open_file_limit, serve_until_signal, Bridge, BridgeError, RingSource, ShutdownHandle};
 pub use config::{BridgeConfig, DEFAULT_PORT};
 pub use http::{CAPTURE_PAGE, CLIENT_JS};
 pub use stats::{BridgeStats, CloseCount};
+
+/// The README's Rust example, compiled as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExample;

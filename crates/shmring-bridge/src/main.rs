@@ -7,8 +7,8 @@
 //! ```
 //!
 //! The first line on stdout is `listening on ADDRESS`; with `--stats-every`
-//! a JSON line of counters follows every so often, and one last line when
-//! the bridge stops.
+//! a JSON line of counters follows every so often, and one last line
+//! (`{"final": ...}`) when the bridge stops.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,9 +16,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use nix::sys::signal::{SigSet, Signal};
 use shmring::RingFds;
-use shmring_bridge::{Bridge, BridgeConfig, RingSource};
+use shmring_bridge::{serve_until_signal, BridgeConfig, RingSource};
 
 #[derive(Parser, Debug)]
 #[command(name = "shmring-bridge", version, about = "WebSocket bridge from browsers into a shmring ring")]
@@ -105,22 +104,10 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
-
-    // Signals are taken by `sigwait` below: block them before any thread
-    // starts, so every thread inherits the mask.
-    let mut signals = SigSet::empty();
-    signals.add(Signal::SIGINT);
-    signals.add(Signal::SIGTERM);
-    if let Err(e) = signals.thread_block() {
-        eprintln!("shmring-bridge: cannot block signals: {e}");
-        return ExitCode::FAILURE;
-    }
-
     let source = match (&args.name, &args.fd) {
         (Some(name), _) => RingSource::Name(name.clone()),
         (None, spec) => {
-            let spec = spec.clone().or_else(|| std::env::var("SHMRING_FD").ok());
-            let Some(spec) = spec else {
+            let Some(spec) = spec.clone().or_else(|| std::env::var("SHMRING_FD").ok()) else {
                 eprintln!("shmring-bridge: give a ring NAME, --fd MEMFD:DATA:SPACE, or set SHMRING_FD");
                 return ExitCode::FAILURE;
             };
@@ -136,30 +123,27 @@ fn main() -> ExitCode {
             }
         }
     };
-
-    let bridge = match Bridge::start(config(&args), source) {
-        Ok(bridge) => bridge,
+    let stats_every = args.stats_every.filter(|s| *s > 0.0).map(Duration::from_secs_f64);
+    let result = serve_until_signal(config(&args), source, |bridge| {
+        let addr = bridge.local_addr();
+        print_line(&format!("listening on {addr}"));
+        eprintln!("shmring-bridge: WebSocket ws://{addr}/  capture page http://{addr}/  counters http://{addr}/stats");
+        if let Some(interval) = stats_every {
+            let stats = bridge.stats_source();
+            std::thread::spawn(move || loop {
+                std::thread::sleep(interval);
+                print_line(&serde_json::json!({ "stats": stats() }).to_string());
+            });
+        }
+    });
+    match result {
+        Ok(stats) => {
+            print_line(&serde_json::json!({ "final": stats }).to_string());
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("shmring-bridge: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    let addr = bridge.local_addr();
-    print_line(&format!("listening on {addr}"));
-    eprintln!("shmring-bridge: WebSocket ws://{addr}/  capture page http://{addr}/  counters http://{addr}/stats");
-
-    if let Some(every) = args.stats_every.filter(|s| *s > 0.0) {
-        let interval = Duration::from_secs_f64(every);
-        let registry = bridge.stats_source();
-        std::thread::spawn(move || loop {
-            std::thread::sleep(interval);
-            print_line(&serde_json::json!({ "stats": registry() }).to_string());
-        });
     }
-
-    let signal = signals.wait();
-    tracing::info!(?signal, "stopping");
-    let stats = bridge.shutdown();
-    print_line(&serde_json::json!({ "final": stats }).to_string());
-    ExitCode::SUCCESS
 }

@@ -146,7 +146,8 @@ pub struct BridgeStats {
     pub upgrades: u64,
     /// Plain HTTP requests answered (the page, the client, `/stats`).
     pub pages_served: u64,
-    /// Requests refused: malformed, too long, wrong origin, bad upgrade.
+    /// Requests refused: malformed, too long, unknown path, wrong origin,
+    /// bad upgrade.
     pub bad_requests: u64,
     /// Stream declarations accepted.
     pub declarations: u64,

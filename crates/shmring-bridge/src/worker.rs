@@ -160,6 +160,7 @@ impl Worker {
         };
         let mut env = env_of(&mut self.pool, &self.shared, self.index, now);
         let scratch = &mut self.scratch;
+        let was_parked = conn.parked;
         let contained = contain(|| {
             if readable && !conn.parked {
                 conn.on_readable(&mut env, scratch);
@@ -170,7 +171,8 @@ impl Worker {
         });
         if !contained || conn.is_done() {
             self.remove(key);
-        } else if conn.parked && readable {
+        } else if conn.parked && !was_parked {
+            // Queued once, when it starts waiting.
             self.parked.push_back(key);
         }
     }
@@ -197,9 +199,15 @@ impl Worker {
 
     fn tick(&mut self, now: Instant) {
         let mut env = env_of(&mut self.pool, &self.shared, self.index, now);
+        let scratch = &mut self.scratch;
         for (key, conn) in self.conns.iter_mut() {
-            if !contain(|| conn.on_tick(&mut env)) || conn.is_done() {
+            let was_parked = conn.parked;
+            if !contain(|| conn.on_tick(&mut env, scratch)) || conn.is_done() {
                 self.done.push(key);
+            } else if conn.parked && !was_parked {
+                // A tick may read on (see `Connection::on_tick`) and find
+                // the pool empty.
+                self.parked.push_back(key);
             }
         }
         let done = std::mem::take(&mut self.done);

@@ -421,3 +421,30 @@ fn a_killed_bridge_does_not_wedge_the_consumer() {
     assert_eq!((kind, payload.as_slice()), (99, &b"after the crash"[..]));
     assert_eq!(consumer.stats().recovered, 1);
 }
+
+#[test]
+fn connections_wait_for_a_free_producer_when_all_are_in_flight() {
+    let consumer = ring(64 << 20);
+    // One worker with one producer: one message in flight at a time.
+    let args = ["--workers", "1", "--in-flight", "1", "--message-timeout-ms", "300"];
+    let bridge = BridgeProcess::start(&consumer, &args);
+    let mut holder = declared_hd(&bridge);
+    let mut waiter = Client::connect(bridge.addr).unwrap();
+    waiter.declare(SMALL_AUDIO_DECLARATION).unwrap();
+    assert_eq!(bridge.stats()["producers"], 1);
+
+    let frame = patterned_video(PixelFormat::I420, HD.0, HD.1, 0);
+    let mut bytes = Vec::new();
+    encode_frame(false, 2, &frame[..CHROMIUM_FRAGMENT], Some([7, 7, 7, 7]), &mut bytes);
+    holder.write_raw(&bytes).unwrap();
+    bridge.wait_for(Duration::from_secs(5), "the held producer", |s| s["in_flight"] == 1);
+    waiter.send_binary(&small_audio(0), CHROMIUM_FRAGMENT).unwrap();
+    // The waiter's message waits (in the kernel) for the producer; it is
+    // neither dropped nor written while the holder keeps it...
+    assert!(next_record(&consumer, Duration::from_millis(100)).is_none());
+    // ...and goes in once the holder's slot is given up.
+    let (kind, payload) = next_record(&consumer, Duration::from_secs(10)).expect("the waiter's message");
+    assert_eq!((kind, &payload[64..]), (KIND_AUDIO, &small_audio(0)[64..]));
+    let stats = bridge.stop();
+    assert_eq!((stats["dropped_busy"].as_u64(), stats["message_timeouts"].as_u64()), (Some(0), Some(1)));
+}
