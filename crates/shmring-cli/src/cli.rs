@@ -52,6 +52,8 @@ pub enum Command {
     Camera(CameraArgs),
     /// A synthetic microphone: writes 48 kHz stereo f32 chunks into a ring (a producer process).
     Microphone(MicrophoneArgs),
+    /// Serve a WebSocket bridge so that stock browsers write into a ring (a producer of it).
+    Bridge(BridgeArgs),
     /// Start Chromium with a ring's descriptors inherited (`--shmring-fds`), and consume it.
     Chromium(ChromiumArgs),
     /// Compare shmring with loopback WebSocket, Unix socket and TCP (see `shmring bench --help`).
@@ -310,6 +312,33 @@ pub struct MicrophoneArgs {
     /// Chunk length in milliseconds.
     #[arg(long, default_value_t = 10)]
     pub chunk_ms: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct BridgeArgs {
+    /// Ring name (its consumer, or `shmring create`, must serve it).
+    pub name: String,
+    /// Address to listen on (keep it on loopback).
+    #[arg(long, default_value_t = std::net::SocketAddr::from(([127, 0, 0, 1], shmring_bridge::DEFAULT_PORT)))]
+    pub listen: std::net::SocketAddr,
+    /// Worker threads (default: CPUs, at most 4).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Connections held at once.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Time a message has to arrive in full once its ring slot is reserved.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub message_timeout: Duration,
+    /// Silence after which a connection is closed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Accept WebSocket connections from this origin only (repeatable; default: any).
+    #[arg(long = "allow-origin")]
+    pub allow_origins: Vec<String>,
+    /// Do not serve the capture page, the JS client and /stats.
+    #[arg(long)]
+    pub no_pages: bool,
 }
 
 #[derive(Debug, Args)]

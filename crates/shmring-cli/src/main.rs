@@ -5,6 +5,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod bridge;
 mod capture;
 mod cat;
 mod chromium;
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::demo(args),
         Command::Camera(args) => capture::camera(args),
         Command::Microphone(args) => capture::microphone(args),
+        Command::Bridge(args) => bridge::serve(args),
         Command::Chromium(args) => chromium::launch(args),
         Command::Bench(args) => return bench(args.args),
     };

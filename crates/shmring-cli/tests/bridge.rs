@@ -1,0 +1,61 @@
+//! `shmring bridge` as a producer of a named ring: a WebSocket client (the
+//! bridge crate's own test client, speaking as the JS client does) sends
+//! frames, and `shmring cat` in another process reads them from the ring.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{wait_for, Sandbox};
+use shmring_bridge::client::{video_message, Client};
+use shmring_media::{PixelFormat, VideoMeta};
+
+#[test]
+fn frames_sent_to_the_bridge_reach_the_rings_consumer() {
+    let sandbox = Sandbox::new("bridge");
+    let name = sandbox.ring("web");
+    sandbox.run(&["create", &name, "--capacity", "16MiB"]).succeeds();
+    let cat = sandbox.spawn(&["cat", &name, "--frames", "5"]);
+    let mut bridge = sandbox.spawn(&["bridge", &name, "--listen", "127.0.0.1:0"]);
+    let mut first = String::new();
+    BufReader::new(bridge.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
+    let addr: SocketAddr = first.trim().strip_prefix("listening on ").expect("the address first").parse().unwrap();
+
+    let mut client = Client::connect(addr).unwrap();
+    client.declare(r#"{"type":"declare","kind":"video","format":"I420","width":320,"height":240}"#).unwrap();
+    for n in 0..5u64 {
+        let meta = VideoMeta { stream_id: 0, timestamp_us: n as i64 * 33_333, frame_number: n };
+        let mut message = video_message(PixelFormat::I420, 320, 240, &meta);
+        // The first row of the Y plane, right after the header.
+        let luma = shmring_media::VIDEO_HEADER_SIZE;
+        message[luma..luma + 320].fill(n as u8 + 100);
+        // Fragmented as Chromium fragments a large message.
+        client.send_binary(&message, 40_000).unwrap();
+    }
+    let run = wait_for(cat, Duration::from_secs(20), "cat");
+    run.succeeds();
+    let frame = 320 * 240 * 3 / 2;
+    assert_eq!(run.bytes.len(), 5 * frame);
+    for n in 0..5 {
+        assert!(run.bytes[n * frame..n * frame + 320].iter().all(|&b| b == n as u8 + 100), "frame {n}");
+    }
+    assert!(run.stderr.contains("-video_size 320x240"), "{}", run.stderr);
+    let _ = client.close(1000);
+
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(bridge.id() as i32, libc::SIGTERM) };
+    let stopped = wait_for(bridge, Duration::from_secs(20), "bridge");
+    stopped.succeeds();
+    let line = stopped.stdout.lines().find(|l| l.starts_with("stopped: ")).expect("final counters");
+    let stats: serde_json::Value = serde_json::from_str(line.trim_start_matches("stopped: ")).unwrap();
+    assert_eq!(stats["messages"], 5, "{line}");
+    sandbox.run(&["rm", &name]).succeeds();
+}
+
+#[test]
+fn the_bridge_says_when_its_ring_is_missing() {
+    let sandbox = Sandbox::new("bridgemissing");
+    sandbox.run(&["bridge", &sandbox.ring("none"), "--listen", "127.0.0.1:0"]).fails_with(3, "no ring named");
+}
