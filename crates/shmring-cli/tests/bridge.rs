@@ -19,6 +19,7 @@ fn frames_sent_to_the_bridge_reach_the_rings_consumer() {
     sandbox.run(&["create", &name, "--capacity", "16MiB"]).succeeds();
     let cat = sandbox.spawn(&["cat", &name, "--frames", "5"]);
     let mut bridge = sandbox.spawn(&["bridge", &name, "--listen", "127.0.0.1:0"]);
+    let guard = common::KillOnDrop(bridge.id());
     let mut first = String::new();
     BufReader::new(bridge.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
     let addr: SocketAddr = first.trim().strip_prefix("listening on ").expect("the address first").parse().unwrap();
@@ -46,6 +47,7 @@ fn frames_sent_to_the_bridge_reach_the_rings_consumer() {
 
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(bridge.id() as i32, libc::SIGTERM) };
+    guard.disarm();
     let stopped = wait_for(bridge, Duration::from_secs(20), "bridge");
     stopped.succeeds();
     let line = stopped.stdout.lines().find(|l| l.starts_with("stopped: ")).expect("final counters");

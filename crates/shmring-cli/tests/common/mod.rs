@@ -67,6 +67,27 @@ impl Drop for Sandbox {
     }
 }
 
+/// Kills process `pid` when dropped, unless disarmed first: a background
+/// peer is never left running by a test that fails before stopping it.
+/// Disarm it before the child is reaped (its pid could then be reused).
+pub struct KillOnDrop(pub u32);
+
+impl KillOnDrop {
+    pub fn disarm(mut self) {
+        self.0 = 0;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0 != 0 {
+            // SAFETY: kill has no memory-safety preconditions; the child
+            // has not been reaped, so the pid is still ours.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+}
+
 /// What a finished command did.
 pub struct Run {
     pub code: i32,
