@@ -89,34 +89,27 @@ fn on_write_error(error: MediaError, tally: &mut Tally) -> Result<(), Failure> {
     }
 }
 
-pub fn camera(args: CameraArgs) -> Outcome {
-    if args.fps == 0 || args.fps > 1000 {
-        return Err(Failure::usage("--fps must be between 1 and 1000"));
-    }
-    let mut producer = attach(&args.target)?;
-    let _ = producer.prefault();
-    let interval = Duration::from_secs(1) / args.fps;
-    let frames = (args.target.seconds.as_secs_f64() * f64::from(args.fps)).round() as u64;
-    let switch_frame = args.switch_at.map(|at| (at.as_secs_f64() * f64::from(args.fps)).round() as u64);
+/// Calls `tick(n, start_us)` for ticks `0..ticks`, one every `interval`
+/// from the start time (skipping ticks that are already late), counts what
+/// was written and dropped, and prints the tally as `role` at the end. A
+/// full ring costs the tick; a gone consumer or a bad frame ends the run.
+fn pace(
+    role: &str,
+    target: &ProducerTarget,
+    interval: Duration,
+    ticks: u64,
+    mut tick: impl FnMut(u64, i64) -> Result<(), MediaError>,
+) -> Outcome {
     let mut tally = Tally::default();
-    let (start, start_us) = start_clock(&args.target);
+    let (start, start_us) = start_clock(target);
     let cpu_before = crate::process::own_cpu();
     let mut result = Ok(());
-    for n in 0..frames {
+    for n in 0..ticks {
         if !wait_for(start + interval * n as u32, interval) {
             tally.late += 1;
             continue;
         }
-        let size = match (switch_frame, args.switch_to) {
-            (Some(at), Some(to)) if n >= at => to,
-            _ => args.size,
-        };
-        let meta = VideoMeta {
-            stream_id: args.target.stream,
-            timestamp_us: start_us + (n as i64 * 1_000_000) / i64::from(args.fps),
-            frame_number: n,
-        };
-        match paint(&mut producer, &meta, size) {
+        match tick(n, start_us) {
             Ok(()) => tally.sent += 1,
             Err(e) => {
                 if let Err(fatal) = on_write_error(e, &mut tally) {
@@ -127,8 +120,31 @@ pub fn camera(args: CameraArgs) -> Outcome {
         }
     }
     tally.cpu = crate::process::own_cpu().saturating_sub(cpu_before);
-    tally.print("camera");
+    tally.print(role);
     result
+}
+
+pub fn camera(args: CameraArgs) -> Outcome {
+    if args.fps == 0 || args.fps > 1000 {
+        return Err(Failure::usage("--fps must be between 1 and 1000"));
+    }
+    let mut producer = attach(&args.target)?;
+    let _ = producer.prefault();
+    let interval = Duration::from_secs(1) / args.fps;
+    let frames = (args.target.seconds.as_secs_f64() * f64::from(args.fps)).round() as u64;
+    let switch_frame = args.switch_at.map(|at| (at.as_secs_f64() * f64::from(args.fps)).round() as u64);
+    pace("camera", &args.target, interval, frames, |n, start_us| {
+        let size = match (switch_frame, args.switch_to) {
+            (Some(at), Some(to)) if n >= at => to,
+            _ => args.size,
+        };
+        let meta = VideoMeta {
+            stream_id: args.target.stream,
+            timestamp_us: start_us + (n as i64 * 1_000_000) / i64::from(args.fps),
+            frame_number: n,
+        };
+        paint(&mut producer, &meta, size)
+    })
 }
 
 /// Paints frame `meta.frame_number` straight into a reserved slot: a
@@ -182,15 +198,7 @@ pub fn microphone(args: MicrophoneArgs) -> Outcome {
     let interval = Duration::from_millis(u64::from(args.chunk_ms));
     let frames_per_chunk = args.rate * args.chunk_ms / 1000;
     let chunks = (args.target.seconds.as_millis() / u128::from(args.chunk_ms)) as u64;
-    let mut tally = Tally::default();
-    let (start, start_us) = start_clock(&args.target);
-    let cpu_before = crate::process::own_cpu();
-    let mut result = Ok(());
-    for n in 0..chunks {
-        if !wait_for(start + interval * n as u32, interval) {
-            tally.late += 1;
-            continue;
-        }
+    pace("microphone", &args.target, interval, chunks, |n, start_us| {
         let first_sample = n * u64::from(frames_per_chunk);
         let meta = AudioMeta {
             stream_id: args.target.stream,
@@ -198,28 +206,15 @@ pub fn microphone(args: MicrophoneArgs) -> Outcome {
             frame_number: n,
             sample_rate: args.rate,
         };
-        let written = reserve_audio(&mut producer, &meta, SampleFormat::F32Planar, args.channels, frames_per_chunk)
-            .map(|mut slot| {
-                // A tone per channel: 440 Hz, 660 Hz, 880 Hz, ...
-                for (channel, plane) in slot.channels_f32_mut().enumerate() {
-                    let step = std::f64::consts::TAU * 220.0 * (channel as f64 + 2.0) / f64::from(args.rate);
-                    for (i, sample) in plane.iter_mut().enumerate() {
-                        *sample = (0.2 * ((first_sample + i as u64) as f64 * step).sin()) as f32;
-                    }
-                }
-                slot.commit();
-            });
-        match written {
-            Ok(()) => tally.sent += 1,
-            Err(e) => {
-                if let Err(fatal) = on_write_error(e, &mut tally) {
-                    result = Err(fatal);
-                    break;
-                }
+        let mut slot = reserve_audio(&mut producer, &meta, SampleFormat::F32Planar, args.channels, frames_per_chunk)?;
+        // A tone per channel: 440 Hz, 660 Hz, 880 Hz, ...
+        for (channel, plane) in slot.channels_f32_mut().enumerate() {
+            let step = std::f64::consts::TAU * 220.0 * (channel as f64 + 2.0) / f64::from(args.rate);
+            for (i, sample) in plane.iter_mut().enumerate() {
+                *sample = (0.2 * ((first_sample + i as u64) as f64 * step).sin()) as f32;
             }
         }
-    }
-    tally.cpu = crate::process::own_cpu().saturating_sub(cpu_before);
-    tally.print("microphone");
-    result
+        slot.commit();
+        Ok(())
+    })
 }

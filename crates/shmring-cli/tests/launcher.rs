@@ -18,26 +18,13 @@ fn stock_chromium_is_reported_as_not_knowing_the_switch() {
     let sandbox = Sandbox::new("launcher");
     let profile = sandbox.path("profile");
     let ring = sandbox.ring("browser");
-    let launcher = sandbox.spawn(&[
-        "chromium",
-        "--ring",
-        &ring,
-        "--attach-timeout",
-        "4s",
-        "--capacity",
-        "16MiB",
-        "--",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        &format!("--user-data-dir={}", profile.display()),
-        "about:blank",
-    ]);
+    // The flags the bridge's own Chromium tests run with (headless, nothing
+    // that reaches for the network).
+    let profile_flag = format!("--user-data-dir={}", profile.display());
+    let mut args = vec!["chromium", "--ring", &ring, "--attach-timeout", "4s", "--capacity", "16MiB", "--"];
+    args.extend_from_slice(shmring_bridge::chromium::FLAGS);
+    args.extend([profile_flag.as_str(), "about:blank"]);
+    let launcher = sandbox.spawn(&args);
     let run = wait_for(launcher, Duration::from_secs(60), "shmring chromium");
     run.fails_with(1, "does not contain the switch --shmring-fds");
     assert!(run.stderr.contains("with --shmring-fds="), "the switch was passed: {}", run.stderr);

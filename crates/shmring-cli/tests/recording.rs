@@ -8,23 +8,40 @@ use std::time::Duration;
 
 use common::{ffprobe, wait_for, Sandbox};
 
+/// The number after `label` on the report line that starts with `line`.
+fn count(report: &str, line: &str, label: &str) -> u64 {
+    let found = report.lines().find(|l| l.trim_start().starts_with(line)).unwrap_or_else(|| panic!("{line}: {report}"));
+    found
+        .split(label)
+        .nth(1)
+        .and_then(|rest| rest.split([',', ' ', '(', ')']).find(|w| !w.is_empty()))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{label} in {found:?}"))
+}
+
+/// What a camera or microphone process said it did: (sent, dropped).
+fn tally(device: &common::Run) -> (u64, u64) {
+    let tally: serde_json::Value = serde_json::from_str(device.stdout.trim()).expect("the tally line");
+    (tally["sent"].as_u64().unwrap(), tally["dropped"].as_u64().unwrap())
+}
+
+/// Waits for `record` (`recorder`) to start its ffmpeg, and gives its pid.
+fn ffmpeg_of(recorder: &std::process::Child) -> i32 {
+    (0..200)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            ffmpeg_child(recorder.id())
+        })
+        .expect("record starts ffmpeg")
+}
+
 /// Every video frame received is accounted for: encoded, or dropped and
 /// counted (a loaded machine may make ffmpeg fall behind); nearly all are
 /// encoded.
 fn assert_video_accounted(report: &str, sent: u64) {
-    let field = |line: &str, label: &str| -> u64 {
-        let line =
-            report.lines().find(|l| l.trim_start().starts_with(line)).unwrap_or_else(|| panic!("{line}: {report}"));
-        line.split(label)
-            .nth(1)
-            .and_then(|r| r.split([',', ' ', '(']).find(|w| !w.is_empty()))
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let received = field("video  ", "video");
-    let encoded = field("video  ", "received, ");
-    let dropped = field("video dropped", "video dropped");
+    let received = count(report, "video  ", "video");
+    let encoded = count(report, "video  ", "received, ");
+    let dropped = count(report, "video dropped", "video dropped");
     assert_eq!(received, sent, "{report}");
     assert_eq!(encoded + dropped, received, "{report}");
     assert!(encoded * 100 >= received * 95, "{report}");
@@ -51,8 +68,7 @@ fn camera_and_microphone_processes_are_recorded_into_an_mp4() {
     let camera = wait_for(camera, Duration::from_secs(30), "camera");
     camera.succeeds();
     wait_for(microphone, Duration::from_secs(30), "microphone").succeeds();
-    let tally: serde_json::Value = serde_json::from_str(camera.stdout.trim()).unwrap();
-    assert_eq!(tally["sent"], 180, "{}", camera.stdout);
+    assert_eq!(tally(&camera).0, 180, "{}", camera.stdout);
 
     // The recorder stops by itself once both producers have left.
     let run = wait_for(recorder, Duration::from_secs(60), "record");
@@ -61,19 +77,10 @@ fn camera_and_microphone_processes_are_recorded_into_an_mp4() {
     assert_video_accounted(&run.stdout, 180);
     // The microphone may start before the camera's first frame: the
     // recording starts at that frame, and earlier chunks are counted.
-    let number_after = |line: &str, label: &str| -> u64 {
-        let line = run.stdout.lines().find(|l| l.trim_start().starts_with(line)).expect(line);
-        line.split(label)
-            .nth(1)
-            .and_then(|r| r.split([',', ' ', ')']).find(|w| !w.is_empty()))
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let placed = number_after("audio  ", "received, ");
-    let early = number_after("audio dropped", "before the first video frame ");
+    let placed = count(&run.stdout, "audio  ", "received, ");
+    let early = count(&run.stdout, "audio dropped", "before the first video frame ");
     assert_eq!(placed + early, 600, "{}", run.stdout);
-    assert_eq!(number_after("audio dropped", "audio dropped"), early, "no other audio lost: {}", run.stdout);
+    assert_eq!(count(&run.stdout, "audio dropped", "audio dropped"), early, "no other audio lost: {}", run.stdout);
     assert!(run.stdout.contains("180 frames, 6.00 s of audio"), "{}", run.stdout);
 
     let probed = ffprobe(&out);
@@ -142,12 +149,7 @@ fn when_ffmpeg_dies_the_error_is_clear_and_producers_keep_running() {
     wait_for_consumer(&sandbox, &name);
     let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "5", "--size", "640x360"]);
     let microphone = sandbox.spawn(&["microphone", "--ring", &name, "--seconds", "5"]);
-    let ffmpeg = (0..200)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(25));
-            ffmpeg_child(recorder.id())
-        })
-        .expect("record starts ffmpeg");
+    let ffmpeg = ffmpeg_of(&recorder);
     std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: kill has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(ffmpeg, libc::SIGKILL) }, 0);
@@ -155,8 +157,7 @@ fn when_ffmpeg_dies_the_error_is_clear_and_producers_keep_running() {
     // The producers never notice: the encoder goes on draining the ring.
     let camera = wait_for(camera, Duration::from_secs(30), "camera");
     camera.succeeds();
-    let tally: serde_json::Value = serde_json::from_str(camera.stdout.trim()).unwrap();
-    assert_eq!((tally["sent"].as_u64(), tally["dropped"].as_u64()), (Some(150), Some(0)), "{}", camera.stdout);
+    assert_eq!(tally(&camera), (150, 0), "{}", camera.stdout);
     wait_for(microphone, Duration::from_secs(30), "microphone").succeeds();
 
     let run = wait_for(recorder, Duration::from_secs(60), "record");
@@ -166,14 +167,7 @@ fn when_ffmpeg_dies_the_error_is_clear_and_producers_keep_running() {
     assert!(run.stderr.contains("ERROR") && run.stderr.contains("encoding failed"), "{}", run.stderr);
     assert!(run.stderr.contains("WARN") && run.stderr.contains("frames dropped in the last second"), "{}", run.stderr);
     // Every frame after the failure is counted, none silently lost.
-    let after: u64 = run
-        .stdout
-        .lines()
-        .find(|l| l.contains("video dropped"))
-        .and_then(|l| l.split("after failure ").nth(1))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.trim().parse().ok())
-        .expect("a video dropped line");
+    let after = count(&run.stdout, "video dropped", "after failure ");
     assert!(after >= 60, "frames after ffmpeg died are counted as dropped: {}", run.stdout);
     assert!(run.stdout.contains("150 received"), "{}", run.stdout);
     sandbox.run(&["rm", &name]).succeeds();
@@ -264,10 +258,7 @@ fn lying_and_garbage_frames_are_counted_and_the_recording_goes_on() {
     wait_for(camera, Duration::from_secs(30), "camera").succeeds();
     let run = wait_for(recorder, Duration::from_secs(60), "record");
     run.succeeds();
-    let invalid = |line: &str| -> u64 {
-        let line = run.stdout.lines().find(|l| l.trim_start().starts_with(line)).unwrap();
-        line.split("invalid ").nth(1).and_then(|r| r.split([')', ',']).next()).unwrap().trim().parse().unwrap()
-    };
+    let invalid = |line: &str| count(&run.stdout, line, "invalid ");
     assert_eq!(invalid("video dropped") + invalid("audio dropped"), sent, "{}", run.stdout);
     // The camera's 90 frames and the 60 hostile video records.
     assert!(run.stdout.contains("  video           150 received"), "{}", run.stdout);
@@ -285,33 +276,20 @@ fn a_frozen_ffmpeg_is_given_up_on_and_the_ring_flows_again() {
     let recorder = sandbox.spawn(&["record", &name, "--stall-timeout", "1s", "-o", out.to_str().unwrap()]);
     wait_for_consumer(&sandbox, &name);
     let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "5", "--size", "640x360"]);
-    let ffmpeg = (0..200)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(25));
-            ffmpeg_child(recorder.id())
-        })
-        .expect("record starts ffmpeg");
+    let ffmpeg = ffmpeg_of(&recorder);
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: kill has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(ffmpeg, libc::SIGSTOP) }, 0);
 
     let camera = wait_for(camera, Duration::from_secs(30), "camera");
     camera.succeeds();
-    let tally: serde_json::Value = serde_json::from_str(camera.stdout.trim()).unwrap();
-    let (sent, dropped) = (tally["sent"].as_u64().unwrap(), tally["dropped"].as_u64().unwrap());
+    let (sent, dropped) = tally(&camera);
     assert_eq!(sent + dropped, 150, "{}", camera.stdout);
     let run = wait_for(recorder, Duration::from_secs(30), "record");
     run.fails_with(1, "ffmpeg took nothing for 1.0 s");
     // Once the frozen ffmpeg was given up on, the ring flowed again: the
     // camera's last frames reached the encoder (counted after the failure).
-    let after: u64 = run
-        .stdout
-        .lines()
-        .find(|l| l.contains("video dropped"))
-        .and_then(|l| l.split("after failure ").nth(1))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.trim().parse().ok())
-        .expect("a video dropped line");
+    let after = count(&run.stdout, "video dropped", "after failure ");
     assert!(after >= 60, "{}", run.stdout);
     assert_video_accounted_loosely(&run.stdout, sent);
     sandbox.run(&["rm", &name]).succeeds();
