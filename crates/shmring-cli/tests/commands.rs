@@ -163,7 +163,7 @@ fn cat_writes_raw_frames_that_ffmpeg_reads_with_the_arguments_it_prints() {
     let name = sandbox.ring("cam");
     sandbox.run(&["create", &name, "--capacity", "64MiB"]).succeeds();
     let cat = sandbox.spawn(&["cat", &name, "--frames", "12"]);
-    wait_until_consumer(&sandbox, &name);
+    sandbox.wait_for_consumer(&name);
     let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "3", "--size", "320x240", "--stream", "4"]);
     let run = wait_for(cat, Duration::from_secs(20), "cat");
     run.succeeds();
@@ -216,7 +216,7 @@ fn cat_writes_interleaved_audio() {
     let name = sandbox.ring("mic");
     sandbox.run(&["create", &name, "--capacity", "4MiB"]).succeeds();
     let cat = sandbox.spawn(&["cat", &name, "--kind", "audio", "--frames", "20"]);
-    wait_until_consumer(&sandbox, &name);
+    sandbox.wait_for_consumer(&name);
     let mic = sandbox.spawn(&["microphone", "--ring", &name, "--seconds", "2"]);
     let run = wait_for(cat, Duration::from_secs(20), "cat");
     run.succeeds();
@@ -238,20 +238,6 @@ fn cat_writes_interleaved_audio() {
     assert!((crossings(&right) / seconds / 2.0 - 660.0).abs() < 15.0);
     wait_for(mic, Duration::from_secs(20), "microphone").succeeds();
     sandbox.run(&["rm", &name]).succeeds();
-}
-
-fn wait_until_consumer(sandbox: &Sandbox, name: &str) {
-    for _ in 0..400 {
-        let stat = sandbox.run(&["stat", name, "--json"]);
-        if stat.code == 0 {
-            let json: serde_json::Value = serde_json::from_str(&stat.stdout).unwrap();
-            if json["consumer"]["state"] == "attached" {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("no consumer attached to {name}");
 }
 
 #[test]
@@ -320,7 +306,7 @@ fn stat_json_from_another_process_shows_counters_growing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until_consumer(&sandbox, &name);
+    sandbox.wait_for_consumer(&name);
     let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "4", "--size", "640x360"]);
     std::thread::sleep(Duration::from_millis(800));
     let read = |sandbox: &Sandbox| -> serde_json::Value {

@@ -62,7 +62,7 @@ fn camera_and_microphone_processes_are_recorded_into_an_mp4() {
     let out = sandbox.path("meeting.mp4");
     sandbox.run(&["create", &name, "--capacity", "256MiB"]).succeeds();
     let recorder = sandbox.spawn(&["record", &name, "-o", out.to_str().unwrap()]);
-    wait_for_consumer(&sandbox, &name);
+    sandbox.wait_for_consumer(&name);
     let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "6"]);
     let microphone = sandbox.spawn(&["microphone", "--ring", &name, "--seconds", "6"]);
     let camera = wait_for(camera, Duration::from_secs(30), "camera");
@@ -146,7 +146,7 @@ fn when_ffmpeg_dies_the_error_is_clear_and_producers_keep_running() {
     let out = sandbox.path("dies.mp4");
     sandbox.run(&["create", &name, "--capacity", "64MiB"]).succeeds();
     let recorder = sandbox.spawn(&["record", &name, "-o", out.to_str().unwrap()]);
-    wait_for_consumer(&sandbox, &name);
+    sandbox.wait_for_consumer(&name);
     let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "5", "--size", "640x360"]);
     let microphone = sandbox.spawn(&["microphone", "--ring", &name, "--seconds", "5"]);
     let ffmpeg = ffmpeg_of(&recorder);
@@ -179,24 +179,13 @@ fn a_missing_ffmpeg_is_named_with_the_package_to_install() {
     let name = sandbox.ring("bot");
     sandbox.run(&["create", &name, "--capacity", "16MiB"]).succeeds();
     let recorder = sandbox.spawn(&["record", &name, "--ffmpeg", "/nonexistent/ffmpeg", "-o", "/dev/null"]);
-    wait_for_consumer(&sandbox, &name);
+    sandbox.wait_for_consumer(&name);
     let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "2", "--size", "320x240"]);
     wait_for(camera, Duration::from_secs(30), "camera").succeeds();
     let run = wait_for(recorder, Duration::from_secs(30), "record");
     run.fails_with(1, "apt-get install -y ffmpeg");
     sandbox.run(&["demo", "--ffmpeg", "/nonexistent/ffmpeg"]).fails_with(1, "apt-get install -y ffmpeg");
     sandbox.run(&["rm", &name]).succeeds();
-}
-
-fn wait_for_consumer(sandbox: &Sandbox, name: &str) {
-    for _ in 0..400 {
-        let stat = sandbox.run(&["stat", name, "--json"]);
-        if stat.code == 0 && stat.stdout.contains("\"state\": \"attached\"") {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("no consumer attached to {name}");
 }
 
 #[test]
@@ -209,7 +198,7 @@ fn frames_spliced_into_ffmpeg_stay_intact_in_a_ring_that_wraps_every_few_frames(
     let out = sandbox.path("small.mp4");
     sandbox.run(&["create", &name, "--capacity", "2MiB"]).succeeds();
     let recorder = sandbox.spawn(&["record", &name, "-o", out.to_str().unwrap()]);
-    wait_for_consumer(&sandbox, &name);
+    sandbox.wait_for_consumer(&name);
     let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "4", "--size", "640x360"]);
     let camera = wait_for(camera, Duration::from_secs(30), "camera");
     camera.succeeds();
@@ -231,7 +220,7 @@ fn lying_and_garbage_frames_are_counted_and_the_recording_goes_on() {
     let out = sandbox.path("hostile.mp4");
     sandbox.run(&["create", &name, "--capacity", "64MiB"]).succeeds();
     let recorder = sandbox.spawn(&["record", &name, "-o", out.to_str().unwrap()]);
-    wait_for_consumer(&sandbox, &name);
+    sandbox.wait_for_consumer(&name);
     let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "3", "--size", "640x360"]);
 
     // A hostile producer in this process, attached by name like any other.
@@ -274,7 +263,7 @@ fn a_frozen_ffmpeg_is_given_up_on_and_the_ring_flows_again() {
     let out = sandbox.path("frozen.mp4");
     sandbox.run(&["create", &name, "--capacity", "16MiB"]).succeeds();
     let recorder = sandbox.spawn(&["record", &name, "--stall-timeout", "1s", "-o", out.to_str().unwrap()]);
-    wait_for_consumer(&sandbox, &name);
+    sandbox.wait_for_consumer(&name);
     let camera = sandbox.spawn(&["camera", "--ring", &name, "--seconds", "5", "--size", "640x360"]);
     let ffmpeg = ffmpeg_of(&recorder);
     std::thread::sleep(Duration::from_millis(500));

@@ -43,6 +43,21 @@ impl Sandbox {
         Run::from(output, args)
     }
 
+    /// Waits until ring `name` has a consumer attached (seen by `stat`).
+    pub fn wait_for_consumer(&self, name: &str) {
+        for _ in 0..400 {
+            let stat = self.run(&["stat", name, "--json"]);
+            if stat.code == 0 {
+                let json: serde_json::Value = serde_json::from_str(&stat.stdout).expect("stat --json");
+                if json["consumer"]["state"] == "attached" {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("no consumer attached to {name}");
+    }
+
     /// Starts `shmring ARGS` in the background, output captured.
     pub fn spawn(&self, args: &[&str]) -> Child {
         self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn shmring")
