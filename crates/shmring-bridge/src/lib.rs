@@ -47,11 +47,14 @@ pub mod chromium;
 pub mod client;
 mod config;
 mod connection;
+mod frame_file;
 mod frames;
 mod http;
 mod inflight;
+mod outbox;
 pub mod process_usage;
 pub mod protocol;
+mod session;
 pub mod stats;
 mod worker;
 
