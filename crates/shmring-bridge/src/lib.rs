@@ -47,7 +47,7 @@ pub mod chromium;
 pub mod client;
 mod config;
 mod connection;
-mod frame_file;
+pub mod frame_file;
 mod frames;
 mod http;
 mod inflight;

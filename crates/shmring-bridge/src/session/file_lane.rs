@@ -104,11 +104,16 @@ impl Session {
             );
         }
         let offset = position % capacity;
-        if offset + length > capacity || position.checked_add(length).is_none() {
-            return bad(
-                env,
-                format!("frame of {length} bytes at {position} crosses the end of the {capacity}-byte data region"),
-            );
+        if offset + length > capacity {
+            let reason =
+                format!("frame of {length} bytes at {position} crosses the end of the {capacity}-byte data region");
+            return bad(env, reason);
+        }
+        // The page may not write over bytes not yet taken, and everything
+        // before `next` has been: a frame lies within one lap of it.
+        if position - lane.next > capacity - length {
+            let reason = format!("frame at {position} is more than one lap of the file ahead of {}", lane.next);
+            return bad(env, reason);
         }
         if let Some(last) = self.last_frame_number.filter(|&last| frame_number <= last) {
             return bad(env, format!("frame number {frame_number} does not follow {last}"));
