@@ -107,10 +107,12 @@ export function writeAudioHeader(view, layout, { streamId = 0, timestampUs = 0, 
   view.setUint32(48, layout.channelStride, le);
 }
 
-function declarationOf(layout) {
-  return layout.kind === 'video'
+function declarationOf(layout, label) {
+  const declaration = layout.kind === 'video'
     ? { type: 'declare', kind: 'video', format: layout.format, width: layout.width, height: layout.height }
     : { type: 'declare', kind: 'audio', format: layout.format, sample_rate: layout.sampleRate, channels: layout.channels };
+  if (label !== undefined) declaration.label = label;
+  return declaration;
 }
 
 function sameStream(a, b) {
@@ -128,6 +130,8 @@ function sameStream(a, b) {
 //   skipAfterDrop        frames to skip after a drop notice (video 1, audio 0)
 //   audioFormat          'f32-planar' (default) or 's16'
 //   onNotice(message)    every message from the bridge (ready, dropped)
+//   label                a string naming the stream, sent in every
+//                        declaration (which participant, which track)
 export class BridgeSender {
   #ws;
   #track;
@@ -148,6 +152,7 @@ export class BridgeSender {
       skipAfterDrop: track.kind === 'video' ? 1 : 0,
       audioFormat: 'f32-planar',
       onNotice: null,
+      label: undefined,
       ...options,
     };
     this.streamId = null;
@@ -208,7 +213,7 @@ export class BridgeSender {
     const first = this.#declared === null;
     this.#declared = layout;
     const ready = new Promise((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
-    this.#ws.send(JSON.stringify(declarationOf(layout)));
+    this.#ws.send(JSON.stringify(declarationOf(layout, this.#options.label)));
     // The first declaration is awaited (the bridge may refuse the stream);
     // a later one (a new size) is not: the bridge reads it before the next
     // frame anyway.

@@ -67,7 +67,16 @@ pub struct Chromium {
 impl Chromium {
     /// Starts `binary` at `url`.
     pub fn launch(binary: &Path, url: &str) -> io::Result<Chromium> {
-        let profile = std::env::temp_dir().join(format!(
+        Self::launch_with(binary, url, &[])
+    }
+
+    /// Starts `binary` at `url` with flags `extra` after [`FLAGS`] (an
+    /// extension to load, say). The profile goes on tmpfs (`/dev/shm`) when
+    /// there is one.
+    pub fn launch_with(binary: &Path, url: &str, extra: &[String]) -> io::Result<Chromium> {
+        let tmpfs = Path::new("/dev/shm");
+        let base = if tmpfs.is_dir() { tmpfs.to_path_buf() } else { std::env::temp_dir() };
+        let profile = base.join(format!(
             "shmring-bridge-chromium-{}-{}",
             std::process::id(),
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
@@ -78,6 +87,7 @@ impl Chromium {
         command
             .args(FLAGS)
             .arg(format!("--user-data-dir={}", profile.join("data").display()))
+            .args(extra)
             .arg(url)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -113,10 +123,28 @@ impl Chromium {
 
     /// The capture page's progress lines so far.
     pub fn page_log(&self) -> Vec<String> {
+        self.console_lines("shmring-capture:")
+    }
+
+    /// The console messages so far that start with `prefix` (from the
+    /// page or an extension), from `prefix` on.
+    pub fn console_lines(&self, prefix: &str) -> Vec<String> {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         text.lines()
-            .filter_map(|line| line.find("shmring-capture:").map(|at| line[at..].trim_end_matches('"').to_string()))
+            .filter_map(|line| {
+                let message = &line[line.find("CONSOLE")?..];
+                let at = message.find(prefix)?;
+                let message = &message[at..];
+                // `"text", source: URL (line)`: the text ends at the last `", source: `.
+                Some(message.rfind("\", source: ").map_or(message, |end| &message[..end]).to_string())
+            })
             .collect()
+    }
+
+    /// Every console line so far, as Chromium logs them.
+    pub fn console(&self) -> Vec<String> {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().filter(|line| line.contains(":CONSOLE")).map(str::to_string).collect()
     }
 
     /// The last `lines` lines of Chromium's log.
