@@ -370,11 +370,8 @@ impl Connection {
             }
             End::ClientClosed { code } => {
                 Counters::bump(&env.counters.client_closes);
-                // Echo the client's code if it may be sent, else 1000.
-                let echo = match code {
-                    1000..=1003 | 1007..=1014 | 3000..=4999 => code,
-                    _ => code::NORMAL,
-                };
+                // Echo the client's code; an empty close (1005) gets 1000.
+                let echo = if frames::close_code_allowed(code) { code } else { code::NORMAL };
                 frames::push_close(echo, "", &mut self.out.buf);
             }
         }
@@ -815,7 +812,10 @@ impl Session {
                 Ok(())
             }
             Opcode::Pong => Ok(()),
-            Opcode::Close => Err(End::ClientClosed { code: frames::close_code(&self.control[..self.control_len]) }),
+            Opcode::Close => match frames::check_close(&self.control[..self.control_len]) {
+                Ok(code) => Err(End::ClientClosed { code }),
+                Err(bad) => Err(close(bad.code, bad.reason)),
+            },
             _ if frame.fin => self.end_message(env, out),
             _ => Ok(()),
         }
