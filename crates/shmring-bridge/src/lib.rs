@@ -49,11 +49,14 @@ pub mod client;
 mod config;
 mod connection;
 pub mod extension;
+pub mod frame_file;
 mod frames;
 mod http;
 mod inflight;
+mod outbox;
 pub mod process_usage;
 pub mod protocol;
+mod session;
 pub mod stats;
 mod worker;
 

@@ -60,6 +60,11 @@ struct Args {
     /// Do not serve the capture page, the JS client and /stats.
     #[arg(long)]
     no_pages: bool,
+    /// A browser profile directory (on tmpfs) under which pages' frame
+    /// files are looked for (repeatable). Without one there is no file
+    /// lane: pages send their frames as binary messages.
+    #[arg(long = "profile-dir")]
+    profile_dirs: Vec<std::path::PathBuf>,
     /// Print the counters as a JSON line every this many seconds.
     #[arg(long)]
     stats_every: Option<f64>,
@@ -94,6 +99,7 @@ fn config(args: &Args) -> BridgeConfig {
         config.allowed_origins = Some(args.allow_origins.clone());
     }
     config.serve_pages = !args.no_pages;
+    config.profile_dirs = args.profile_dirs.clone();
     config
 }
 

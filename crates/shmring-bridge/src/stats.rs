@@ -30,6 +30,11 @@ pub(crate) struct Counters {
     pub disconnects: AtomicU64,
     pub client_closes: AtomicU64,
     pub consumer_gone: AtomicU64,
+    pub file_lanes: AtomicU64,
+    pub file_lanes_refused: AtomicU64,
+    pub file_messages: AtomicU64,
+    pub file_errors: AtomicU64,
+    pub bad_controls: AtomicU64,
     pub in_flight: AtomicU64,
     pub producers: AtomicU64,
     closes_sent: [AtomicU64; CODES],
@@ -117,6 +122,11 @@ impl Registry {
             disconnects: load(|c| &c.disconnects),
             client_closes: load(|c| &c.client_closes),
             consumer_gone: load(|c| &c.consumer_gone),
+            file_lanes: load(|c| &c.file_lanes),
+            file_lanes_refused: load(|c| &c.file_lanes_refused),
+            file_messages: load(|c| &c.file_messages),
+            file_errors: load(|c| &c.file_errors),
+            bad_controls: load(|c| &c.bad_controls),
             in_flight: load(|c| &c.in_flight),
             producers: load(|c| &c.producers),
             closes_sent,
@@ -174,6 +184,20 @@ pub struct BridgeStats {
     pub client_closes: u64,
     /// Reservations refused because the ring's consumer is gone.
     pub consumer_gone: u64,
+    /// File lanes opened: the page's frame file was found.
+    pub file_lanes: u64,
+    /// File declarations refused (no profile directory, file not found):
+    /// those pages send binary messages instead.
+    pub file_lanes_refused: u64,
+    /// Records read from a page's frame file (part of `messages`).
+    pub file_messages: u64,
+    /// Sessions ended because their frame file was truncated, resized,
+    /// removed or replaced.
+    pub file_errors: u64,
+    /// Sessions ended over a hostile file-lane control message (out of
+    /// range, overlapping, replayed, stale, or disagreeing with the frame's
+    /// header).
+    pub bad_controls: u64,
     /// Messages in flight now (each holds a producer slot).
     pub in_flight: u64,
     /// Producer slots the bridge holds.
