@@ -141,10 +141,12 @@ async function fillMessage(buffer, layout, frame, meta) {
   writeAudioHeader(view, layout, meta);
 }
 
-function declarationOf(layout) {
-  return layout.kind === 'video'
+function declarationOf(layout, label) {
+  const declaration = layout.kind === 'video'
     ? { type: 'declare', kind: 'video', format: layout.format, width: layout.width, height: layout.height }
     : { type: 'declare', kind: 'audio', format: layout.format, sample_rate: layout.sampleRate, channels: layout.channels };
+  if (label !== undefined) declaration.label = label;
+  return declaration;
 }
 
 function sameStream(a, b) {
@@ -168,6 +170,8 @@ function sameStream(a, b) {
 //   skipAfterDrop        frames to skip after a drop notice (video 1, audio 0)
 //   audioFormat          'f32-planar' (default) or 's16'
 //   onNotice(message)    every message from the bridge (ready, dropped, file, ack)
+//   label                a string naming the stream, sent in every
+//                        declaration (which participant, which track)
 //
 // sender.stats.lane says which lane carries the frames ('file' or
 // 'websocket') and sender.stats.laneReason why.
@@ -195,6 +199,7 @@ export class BridgeSender {
       onNotice: null,
       lane: 'auto',
       fileSize: DEFAULT_FILE_SIZE,
+      label: undefined,
       ...options,
     };
     this.streamId = null;
@@ -297,7 +302,7 @@ export class BridgeSender {
     const first = this.#declared === null;
     this.#declared = layout;
     const ready = new Promise((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
-    this.#ws.send(JSON.stringify(declarationOf(layout)));
+    this.#ws.send(JSON.stringify(declarationOf(layout, this.#options.label)));
     // The first declaration is awaited (the bridge may refuse the stream);
     // a later one (a new size) is not: the bridge reads it before the next
     // frame anyway.

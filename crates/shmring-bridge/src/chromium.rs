@@ -140,10 +140,28 @@ impl Chromium {
 
     /// The capture page's progress lines so far.
     pub fn page_log(&self) -> Vec<String> {
+        self.console_lines("shmring-capture:")
+    }
+
+    /// The console messages so far that start with `prefix` (from the
+    /// page or an extension), from `prefix` on.
+    pub fn console_lines(&self, prefix: &str) -> Vec<String> {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         text.lines()
-            .filter_map(|line| line.find("shmring-capture:").map(|at| line[at..].trim_end_matches('"').to_string()))
+            .filter_map(|line| {
+                let message = &line[line.find("CONSOLE")?..];
+                let at = message.find(prefix)?;
+                let message = &message[at..];
+                // `"text", source: URL (line)`: the text ends at the last `", source: `.
+                Some(message.rfind("\", source: ").map_or(message, |end| &message[..end]).to_string())
+            })
             .collect()
+    }
+
+    /// Every console line so far, as Chromium logs them.
+    pub fn console(&self) -> Vec<String> {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().filter(|line| line.contains(":CONSOLE")).map(str::to_string).collect()
     }
 
     /// The last `lines` lines of Chromium's log.

@@ -36,8 +36,9 @@
 //! headers, masking), `http` (the upgrade and the pages), `protocol`
 //! (declarations, notices, media header checks), `inflight` (producers
 //! shared by connections, the reservation a message holds), `connection`,
-//! `worker`, [`stats`], [`client`], plus [`chromium`] and [`process_usage`]
-//! used by the tests and the load bench.
+//! `worker`, [`stats`], [`client`], [`extension`] (the meeting recorder's
+//! browser extension), plus [`chromium`] and [`process_usage`] used by the
+//! tests and the load bench.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -47,6 +48,7 @@ pub mod chromium;
 pub mod client;
 mod config;
 mod connection;
+pub mod extension;
 pub mod frame_file;
 mod frames;
 mod http;
