@@ -24,7 +24,13 @@
 // own while earlier frames are still queued (the socket's bufferedAmount,
 // or the file's unacknowledged bytes).
 
-import { DEFAULT_FILE_SIZE, FileLane } from './shmring-file-lane.js';
+// The file lane's module is loaded when a sender first tries the lane: a
+// page (or extension) that cannot load it still sends, as payloads.
+let fileLaneModule = null;
+const loadFileLane = () => {
+  fileLaneModule ??= import(new URL('./shmring-file-lane.js', import.meta.url).href);
+  return fileLaneModule;
+};
 
 export const VIDEO_MAGIC = 0x564d4853; // "SHMV"
 export const AUDIO_MAGIC = 0x414d4853; // "SHMA"
@@ -164,7 +170,8 @@ function sameStream(a, b) {
 //                        WebSocket payloads (AUDIO_AUTO_LANE). 'file': the
 //                        file lane or nothing (start() rejects with the
 //                        reason). 'websocket': payloads only.
-//   fileSize             bytes of the file lane's file (default 32 MiB)
+//   fileSize             bytes of the file lane's file (default 32 MiB,
+//                        DEFAULT_FILE_SIZE of shmring-file-lane.js)
 //   maxBufferedMessages  skip a frame while more than this many frames'
 //                        bytes are still queued in the socket (default 2)
 //   skipAfterDrop        frames to skip after a drop notice (video 1, audio 0)
@@ -198,7 +205,7 @@ export class BridgeSender {
       audioFormat: 'f32-planar',
       onNotice: null,
       lane: 'auto',
-      fileSize: DEFAULT_FILE_SIZE,
+      fileSize: undefined,
       label: undefined,
       ...options,
     };
@@ -250,6 +257,9 @@ export class BridgeSender {
     }
     let file = null;
     try {
+      const { FileLane } = await loadFileLane().catch((error) => {
+        throw new Error(`cannot load the file lane's module: ${error.message}`);
+      });
       file = await FileLane.open(this.#options.fileSize);
       const answer = await new Promise((resolve, reject) => {
         this.#fileWaiter = { resolve, reject };
