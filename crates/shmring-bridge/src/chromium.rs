@@ -55,6 +55,31 @@ pub fn capture_url(addr: SocketAddr, query: &str) -> String {
     format!("http://{addr}/?{query}")
 }
 
+/// A fresh profile directory's path (not created yet): on tmpfs
+/// (`/dev/shm`) where there is one, as the file lane wants, else in the
+/// temporary directory. Give it to the bridge (`--profile-dir`) and to
+/// [`Chromium::launch_with`].
+pub fn fresh_profile_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let base = if crate::frame_file::is_on_tmpfs(shm) == Some(true) { shm.to_path_buf() } else { std::env::temp_dir() };
+    base.join(format!(
+        "shmring-bridge-chromium-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+    ))
+}
+
+/// How to start the browser beyond [`FLAGS`].
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// The profile directory (see [`fresh_profile_dir`], the default); the
+    /// browser's own data goes into its `data` subdirectory. Removed when
+    /// the browser is dropped.
+    pub profile: Option<PathBuf>,
+    /// More command-line switches (`--incognito`, say).
+    pub extra_args: Vec<String>,
+}
+
 /// A running headless Chromium with a fresh profile. Dropping it kills the
 /// whole browser (its process group) and removes the profile.
 #[derive(Debug)]
@@ -65,29 +90,21 @@ pub struct Chromium {
 }
 
 impl Chromium {
-    /// Starts `binary` at `url`.
+    /// Starts `binary` at `url` with a fresh profile.
     pub fn launch(binary: &Path, url: &str) -> io::Result<Chromium> {
-        Self::launch_with(binary, url, &[])
+        Chromium::launch_with(binary, url, &Launch::default())
     }
 
-    /// Starts `binary` at `url` with flags `extra` after [`FLAGS`] (an
-    /// extension to load, say). The profile goes on tmpfs (`/dev/shm`) when
-    /// there is one.
-    pub fn launch_with(binary: &Path, url: &str, extra: &[String]) -> io::Result<Chromium> {
-        let tmpfs = Path::new("/dev/shm");
-        let base = if tmpfs.is_dir() { tmpfs.to_path_buf() } else { std::env::temp_dir() };
-        let profile = base.join(format!(
-            "shmring-bridge-chromium-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
-        ));
+    /// Starts `binary` at `url` as `launch` says.
+    pub fn launch_with(binary: &Path, url: &str, launch: &Launch) -> io::Result<Chromium> {
+        let profile = launch.profile.clone().unwrap_or_else(fresh_profile_dir);
         fs::create_dir_all(&profile)?;
         let log = profile.join("chromium.log");
         let mut command = Command::new(binary);
         command
             .args(FLAGS)
             .arg(format!("--user-data-dir={}", profile.join("data").display()))
-            .args(extra)
+            .args(&launch.extra_args)
             .arg(url)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -17,7 +17,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use crate::http::CLIENT_JS;
+use crate::http::{CLIENT_JS, FILE_LANE_JS};
 
 /// The extension's files, by name.
 pub const FILES: &[(&str, &str)] = &[
@@ -25,6 +25,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("page-hooks.js", include_str!("../extension/page-hooks.js")),
     ("track-sender.js", include_str!("../extension/track-sender.js")),
     ("shmring-bridge.js", CLIENT_JS),
+    ("shmring-file-lane.js", FILE_LANE_JS),
 ];
 
 /// Writes the extension into `dir` (created if missing; files there of the

@@ -62,7 +62,7 @@ mod worker;
 
 pub use bridge::{raise_open_file_limit, serve_until_signal, Bridge, BridgeError, RingSource, ShutdownHandle};
 pub use config::{BridgeConfig, DEFAULT_PORT};
-pub use http::{CAPTURE_PAGE, CLIENT_JS};
+pub use http::{CAPTURE_PAGE, CLIENT_JS, FILE_LANE_JS};
 pub use stats::{BridgeStats, CloseCount};
 
 /// The README's Rust example, compiled as a doc test.

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use shmring_bridge::chromium::{self, Chromium};
+use shmring_bridge::chromium::{self, Chromium, Launch};
 use shmring_media::{Announcement, AudioFrame, PixelFormat, VideoFrame, KIND_ANNOUNCE, KIND_AUDIO, KIND_VIDEO};
 
 /// One browser at a time: the machine has two cores, and a meeting of four
@@ -216,12 +216,9 @@ impl Meeting {
         let extension = extension_dir();
         let bridge = BridgeProcess::start(&consumer, &["--extension-dir", extension.to_str().unwrap()]);
         let pages = PageServer::start();
-        let browser = Chromium::launch_with(
-            &binary,
-            &pages.url(page, query),
-            &[format!("--load-extension={}", extension.display())],
-        )
-        .expect("launch Chromium");
+        let launch =
+            Launch { extra_args: vec![format!("--load-extension={}", extension.display())], ..Launch::default() };
+        let browser = Chromium::launch_with(&binary, &pages.url(page, query), &launch).expect("launch Chromium");
         Meeting { consumer, bridge, browser, extension, _pages: pages }
     }
 
