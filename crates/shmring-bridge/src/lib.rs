@@ -9,7 +9,7 @@
 //! use shmring::{Consumer, RingOptions};
 //! use shmring_bridge::client::{video_message, Client};
 //! use shmring_bridge::{Bridge, BridgeConfig};
-//! use shmring_media::{PixelFormat, VideoFrame, VideoMeta};
+//! use shmring_media::{Announcement, PixelFormat, VideoFrame, VideoMeta};
 //!
 //! // The consumer (an encoder) owns the ring; the bridge is one of its
 //! // producers, here in the same process.
@@ -23,6 +23,9 @@
 //! let meta = VideoMeta { stream_id: 0, timestamp_us: 33_333, frame_number: 1 };
 //! client.send_binary(&video_message(PixelFormat::I420, 640, 360, &meta), 131_000)?;
 //!
+//! // The stream is named first (an announce record), then its frames.
+//! let named = Announcement::parse(&consumer.recv()?)?;
+//! assert_eq!(named.kind, shmring_media::KIND_VIDEO);
 //! let record = consumer.recv()?;
 //! let frame = VideoFrame::parse(&record)?;
 //! assert_eq!((frame.width(), frame.height(), frame.timestamp_us()), (640, 360, 33_333));

@@ -12,7 +12,7 @@ use serde_json::json;
 use shmring_media::sys::{shmring_audio_header, shmring_video_header};
 use shmring_media::{
     AudioFrame, MediaError, PixelFormat, SampleFormat, VideoFrame, VideoLayout, AUDIO_HEADER_SIZE, AUDIO_MAGIC,
-    KIND_AUDIO, KIND_VIDEO, MAX_CHANNELS, MAX_DIMENSION, MAX_SAMPLE_RATE, MEDIA_VERSION, VIDEO_HEADER_SIZE,
+    KIND_AUDIO, KIND_VIDEO, MAX_CHANNELS, MAX_DIMENSION, MAX_LABEL, MAX_SAMPLE_RATE, MEDIA_VERSION, VIDEO_HEADER_SIZE,
     VIDEO_MAGIC,
 };
 
@@ -142,6 +142,20 @@ fn parse_token(hex: &str) -> Option<[u8; 16]> {
         *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
     }
     Some(token)
+}
+
+/// The `label` of a declaration (`""` when it has none): at most
+/// [`MAX_LABEL`] bytes. Anything else is refused with the reason.
+pub(crate) fn declared_label(text: &str) -> Result<String, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("bad declaration: {e}"))?;
+    match value.get("label") {
+        None | Some(serde_json::Value::Null) => Ok(String::new()),
+        Some(serde_json::Value::String(label)) if label.len() <= MAX_LABEL => Ok(label.clone()),
+        Some(serde_json::Value::String(label)) => {
+            Err(format!("bad declaration: label of {} bytes, at most {MAX_LABEL}", label.len()))
+        }
+        Some(_) => Err("bad declaration: the label is not a string".into()),
+    }
 }
 
 fn parse_declaration(value: serde_json::Value) -> Result<StreamSpec, TextError> {

@@ -19,6 +19,7 @@ pub(crate) struct Counters {
     pub pages_served: AtomicU64,
     pub bad_requests: AtomicU64,
     pub declarations: AtomicU64,
+    pub announcements: AtomicU64,
     pub messages: AtomicU64,
     pub bytes: AtomicU64,
     pub dropped_full: AtomicU64,
@@ -111,6 +112,7 @@ impl Registry {
             pages_served: load(|c| &c.pages_served),
             bad_requests: load(|c| &c.bad_requests),
             declarations: load(|c| &c.declarations),
+            announcements: load(|c| &c.announcements),
             messages: load(|c| &c.messages),
             bytes: load(|c| &c.bytes),
             dropped_full: load(|c| &c.dropped_full),
@@ -161,6 +163,9 @@ pub struct BridgeStats {
     pub bad_requests: u64,
     /// Stream declarations accepted.
     pub declarations: u64,
+    /// Announce records written (one per stream, and one more per change
+    /// of kind or label).
+    pub announcements: u64,
     /// Messages committed to the ring as records.
     pub messages: u64,
     /// Payload bytes of those records.

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use shmring_bridge::chromium::{self, Chromium, Launch};
 use shmring_bridge::process_usage;
-use shmring_media::{AudioFrame, PixelFormat, SampleFormat, VideoFrame, KIND_AUDIO, KIND_VIDEO};
+use shmring_media::{
+    Announcement, AudioFrame, PixelFormat, SampleFormat, VideoFrame, KIND_ANNOUNCE, KIND_AUDIO, KIND_VIDEO,
+};
 
 /// How long frames are collected once the first video frame is in.
 const WINDOW: Duration = Duration::from_secs(6);
@@ -60,6 +62,7 @@ fn run(lane: &str, with_profile_dir: bool, extra_args: &[&str], collect_for: Dur
 
     let mut video: BTreeMap<u32, Track> = BTreeMap::new();
     let mut audio: BTreeMap<u32, Track> = BTreeMap::new();
+    let mut announced: BTreeMap<u32, u32> = BTreeMap::new();
     let launched = Instant::now();
     let mut window: Option<(Instant, process_usage::Usage, process_usage::Usage)> = None;
     let mut in_window = 0u64;
@@ -104,6 +107,10 @@ fn run(lane: &str, with_profile_dir: bool, extra_args: &[&str], collect_for: Dur
                 track.records.push((a.frame_number(), a.timestamp_us()));
                 track.samples += u64::from(a.frame_count());
             }
+            KIND_ANNOUNCE => {
+                let a = Announcement::parse(&frame).expect("a valid announcement");
+                assert!(announced.insert(a.stream_id, a.kind).is_none(), "stream {} announced once", a.stream_id);
+            }
             other => panic!("record of kind {other}"),
         }
     }
@@ -131,6 +138,7 @@ fn run(lane: &str, with_profile_dir: bool, extra_args: &[&str], collect_for: Dur
     let (video_id, video) = video.into_iter().next().unwrap();
     let (audio_id, audio) = audio.into_iter().next().unwrap();
     assert_ne!(video_id, audio_id, "each connection is its own stream");
+    assert_eq!(announced, BTreeMap::from([(video_id, KIND_VIDEO), (audio_id, KIND_AUDIO)]), "both streams announced");
     for (name, track) in [("video", &video), ("audio", &audio)] {
         assert!(
             track.records.windows(2).all(|w| w[1].0 > w[0].0 && w[1].1 > w[0].1),

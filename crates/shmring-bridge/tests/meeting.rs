@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use shmring_bridge::chromium::{self, Chromium, Launch};
-use shmring_media::{AudioFrame, PixelFormat, VideoFrame, KIND_AUDIO, KIND_VIDEO};
+use shmring_media::{Announcement, AudioFrame, PixelFormat, VideoFrame, KIND_ANNOUNCE, KIND_AUDIO, KIND_VIDEO};
 
 /// One browser at a time: the machine has two cores, and a meeting of four
 /// encodes and decodes four video streams.
@@ -97,6 +97,9 @@ fn extension_dir() -> PathBuf {
 /// What one stream delivered to the ring.
 #[derive(Default, Debug)]
 struct Delivered {
+    /// Its announce record, and how many records of it came before that.
+    announcement: Option<Announcement>,
+    before_announcement: u64,
     kind: u32,
     records: u64,
     sizes: BTreeSet<(u32, u32)>,
@@ -184,6 +187,13 @@ fn take(consumer: &shmring::RingConsumer, streams: &mut BTreeMap<u32, Delivered>
             let peak = a.channels_f32().flat_map(|c| c.iter()).fold(0f32, |m, s| m.max(s.abs()));
             stream.peak = stream.peak.max(peak);
             stream.last = Some(Instant::now());
+        }
+        KIND_ANNOUNCE => {
+            let a = Announcement::parse(&frame).expect("a valid announcement");
+            let stream = streams.entry(a.stream_id).or_default();
+            assert!(stream.announcement.is_none(), "stream {} announced once", a.stream_id);
+            stream.before_announcement = stream.records;
+            stream.announcement = Some(a);
         }
         other => panic!("record of kind {other}"),
     }
@@ -303,6 +313,17 @@ fn every_participants_video_and_audio_arrive_with_distinct_labels() {
         }
     }
     assert_eq!(streams.len(), 8, "no stream the extension did not announce");
+    // The ring names every stream itself, with the label the extension gave.
+    for (id, stream) in &streams {
+        let announcement = stream.announcement.as_ref().unwrap_or_else(|| panic!("stream {id} announced in the ring"));
+        assert_eq!(announcement.kind, stream.kind, "stream {id}");
+        assert_eq!(stream.before_announcement, 0, "stream {id}: announced before its first frame");
+        let label: serde_json::Value = serde_json::from_str(&announcement.label).expect("a JSON label");
+        assert_eq!(label["participant"], announced[id].participant.as_str(), "stream {id}");
+        assert_eq!(label["track"], announced[id].track.as_str(), "stream {id}");
+        assert_eq!(label["kind"], announced[id].kind.as_str(), "stream {id}");
+    }
+    assert_eq!(stats["announcements"], 8, "{stats}");
     assert_eq!(stats["client_closes"], 8, "every sender closed its stream itself: {stats}");
     assert_eq!(stats["closes_sent"], serde_json::json!([]), "the bridge closed nothing itself");
 }

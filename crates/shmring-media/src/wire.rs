@@ -4,7 +4,7 @@
 //! that rewrites the header while the consumer looks at it can change what
 //! the bytes mean, but never make a checked length or offset stale.
 
-use crate::sys::{shmring_audio_header, shmring_video_header};
+use crate::sys::{shmring_announce_header, shmring_audio_header, shmring_video_header};
 
 /// A header struct of integers only: every bit pattern is a valid value.
 ///
@@ -20,6 +20,8 @@ pub(crate) unsafe trait Plain: Copy {}
 unsafe impl Plain for shmring_video_header {}
 // SAFETY: as above.
 unsafe impl Plain for shmring_audio_header {}
+// SAFETY: as above.
+unsafe impl Plain for shmring_announce_header {}
 
 /// Copies a `T` from the start of `bytes`, or `None` if it is too short.
 pub(crate) fn read<T: Plain>(bytes: &[u8]) -> Option<T> {

@@ -131,6 +131,7 @@ impl Session {
         self.last_frame_number = Some(frame_number);
         let plan = MessagePlan { len: length as usize, frame_number };
 
+        self.announce_if_pending(env);
         let dropped = match env.pool.take() {
             None => {
                 Counters::bump(&env.counters.dropped_busy);

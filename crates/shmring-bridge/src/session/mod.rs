@@ -3,6 +3,7 @@
 //! declaration, and the two lanes frames arrive by: binary messages
 //! ([`payload_lane`]) or a file the page writes ([`file_lane`]).
 
+mod announce;
 mod file_lane;
 mod payload_lane;
 
@@ -14,8 +15,8 @@ use crate::frames::{self, FrameHead, Opcode, MAX_CONTROL_PAYLOAD, MAX_HEADER};
 use crate::inflight::InFlight;
 use crate::outbox::Outbox;
 use crate::protocol::{
-    dropped_notice, parse_text, ready_notice, HeaderError, MessagePlan, StreamSpec, Text, TextError, MAX_MEDIA_HEADER,
-    MAX_TEXT, STREAM_ID_OFFSET,
+    declared_label, dropped_notice, parse_text, ready_notice, HeaderError, MessagePlan, StreamSpec, Text, TextError,
+    MAX_MEDIA_HEADER, MAX_TEXT, STREAM_ID_OFFSET,
 };
 use crate::stats::Counters;
 
@@ -101,6 +102,10 @@ pub(crate) struct Session {
     last_message_large: bool,
     /// The file lane, once the page's file has been found.
     file: Option<file_lane::FileLane>,
+    /// The stream as last announced in the ring, and an announcement
+    /// waiting for room.
+    announced: Option<shmring_media::Announcement>,
+    to_announce: Option<shmring_media::Announcement>,
 }
 
 impl Session {
@@ -121,6 +126,8 @@ impl Session {
             dropped: 0,
             last_message_large: false,
             file: None,
+            announced: None,
+            to_announce: None,
         }
     }
 
@@ -336,6 +343,7 @@ impl Session {
     fn on_text(&mut self, text: &str, env: &mut Env<'_>, out: &mut Outbox) -> Result<(), End> {
         match parse_text(text) {
             Ok(Text::Declare(spec)) => {
+                let label = declared_label(text).map_err(|reason| close(code::INVALID_PAYLOAD, reason))?;
                 let max = env.limits.max_message;
                 if let Some(len) = spec.packed_len().filter(|&len| len > max) {
                     return Err(close(
@@ -345,6 +353,7 @@ impl Session {
                 }
                 self.spec = Some(spec);
                 Counters::bump(&env.counters.declarations);
+                self.declared(&spec, label, env);
                 tracing::debug!(stream_id = self.stream_id, ?spec, "stream declared");
                 frames::push_text(&ready_notice(self.stream_id, &spec, max), &mut out.buf);
                 Ok(())
@@ -368,6 +377,7 @@ impl Session {
     }
 
     pub(crate) fn on_tick(&mut self, env: &mut Env<'_>, out: &mut Outbox) -> Result<(), End> {
+        self.announce_if_pending(env);
         let now = env.now;
         if let Message::Body { reserved_at, .. } = &self.message {
             if now.saturating_duration_since(*reserved_at) >= env.limits.message_timeout {

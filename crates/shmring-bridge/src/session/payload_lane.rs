@@ -100,6 +100,7 @@ impl Session {
         }
         self.last_frame_number = Some(plan.frame_number);
         let seen = header_len as u64;
+        self.announce_if_pending(env);
         let Some(producer) = env.pool.take() else {
             Counters::bump(&env.counters.dropped_busy);
             self.discard(plan, seen, frames_len, "no producer free", out);

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use shmring::{Consumer, MappedRing, RingConsumer, RingOptions};
 use shmring_bridge::client::{video_message, write_audio_header, Client, ServerMessage};
-use shmring_media::{AudioMeta, PixelFormat, SampleFormat, VideoFrame, VideoLayout, VideoMeta};
+use shmring_media::{
+    Announcement, AudioMeta, PixelFormat, SampleFormat, VideoFrame, VideoLayout, VideoMeta, KIND_ANNOUNCE,
+};
 
 /// A ring the test consumes.
 pub fn ring(capacity: u64) -> RingConsumer {
@@ -174,8 +176,14 @@ pub fn video_declaration(format: &str, width: u32, height: u32) -> String {
     format!(r#"{{"type":"declare","kind":"video","format":"{format}","width":{width},"height":{height}}}"#)
 }
 
-/// Records the consumer has now, without waiting: `(kind, payload)`.
+/// Media records the consumer has now, without waiting: `(kind, payload)`.
+/// Announcements (one per declared stream) are checked and left out.
 pub fn drain(consumer: &Consumer<MappedRing>) -> Vec<(u32, Vec<u8>)> {
+    drain_with_announcements(consumer).into_iter().filter(|(kind, payload)| !is_announcement(*kind, payload)).collect()
+}
+
+/// Every record the consumer has now, announcements included.
+pub fn drain_with_announcements(consumer: &Consumer<MappedRing>) -> Vec<(u32, Vec<u8>)> {
     let mut records = Vec::new();
     while let Some(frame) = consumer.try_recv().expect("no corrupt records") {
         records.push((frame.kind(), frame.to_vec()));
@@ -183,9 +191,27 @@ pub fn drain(consumer: &Consumer<MappedRing>) -> Vec<(u32, Vec<u8>)> {
     records
 }
 
-/// Waits up to `timeout` for the next record.
+/// Waits up to `timeout` for the next media record (announcements are
+/// checked and stepped over).
 pub fn next_record(consumer: &Consumer<MappedRing>, timeout: Duration) -> Option<(u32, Vec<u8>)> {
-    consumer.recv_timeout(timeout).expect("no corrupt records").map(|frame| (frame.kind(), frame.to_vec()))
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (kind, payload) =
+            consumer.recv_timeout(left).expect("no corrupt records").map(|frame| (frame.kind(), frame.to_vec()))?;
+        if !is_announcement(kind, &payload) {
+            return Some((kind, payload));
+        }
+    }
+}
+
+/// Whether a record is an announcement (which must then be a valid one).
+pub fn is_announcement(kind: u32, payload: &[u8]) -> bool {
+    if kind != KIND_ANNOUNCE {
+        return false;
+    }
+    Announcement::from_payload(payload).expect("a valid announcement");
+    true
 }
 
 /// A browser profile as the file lane sees one: a fresh directory on tmpfs
