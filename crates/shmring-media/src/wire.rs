@@ -4,6 +4,8 @@
 //! that rewrites the header while the consumer looks at it can change what
 //! the bytes mean, but never make a checked length or offset stale.
 
+use shmring::SharedBytes;
+
 use crate::sys::{shmring_audio_header, shmring_video_header};
 
 /// A header struct of integers only: every bit pattern is a valid value.
@@ -21,14 +23,16 @@ unsafe impl Plain for shmring_video_header {}
 // SAFETY: as above.
 unsafe impl Plain for shmring_audio_header {}
 
-/// Copies a `T` from the start of `bytes`, or `None` if it is too short.
-pub(crate) fn read<T: Plain>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < size_of::<T>() {
-        return None;
-    }
-    // SAFETY: `bytes` holds at least `size_of::<T>()` readable bytes, the
-    // read is unaligned, and `T: Plain` is valid for any bit pattern.
-    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+/// Copies a `T` from the start of `bytes` into private memory, or `None` if
+/// it is too short.
+pub(crate) fn read<T: Plain + Default>(bytes: SharedBytes<'_>) -> Option<T> {
+    let mut value = T::default();
+    // SAFETY: `value` is `size_of::<T>()` bytes we own exclusively, with no
+    // padding (`T: Plain`), so it may be viewed and written as bytes.
+    let raw = unsafe { std::slice::from_raw_parts_mut((&mut value as *mut T).cast::<u8>(), size_of::<T>()) };
+    bytes.get(..raw.len())?.copy_to_slice(raw);
+    // Any bytes are a valid `T` (`T: Plain`).
+    Some(value)
 }
 
 /// Copies `value` to the start of `bytes`.

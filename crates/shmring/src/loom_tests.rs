@@ -56,7 +56,7 @@ fn loom_two_producers_one_consumer_every_record_once() {
                     let id = frame.kind() as usize;
                     assert!(!seen[id], "record delivered twice");
                     seen[id] = true;
-                    assert_eq!(&frame[..], &[id as u8; 8], "torn payload");
+                    assert_eq!(frame.to_vec(), &[id as u8; 8], "torn payload");
                     received += 1;
                 }
                 None => thread::yield_now(),
