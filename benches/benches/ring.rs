@@ -10,7 +10,10 @@
 //!   semaphore ping-pong (the operating system's floor for sleep/wake) and
 //!   a bare cache-line ping-pong (the hardware floor for busy-polling);
 //! - `frame_1080p`: `send` vs `reserve` + fill vs a plain memcpy into a
-//!   ring-sized buffer, side by side;
+//!   ring-sized buffer, side by side; and copying a held frame out
+//!   (`copy_out`: relaxed atomic word loads, safe against a producer that
+//!   writes meanwhile) vs a memcpy of the same bytes through the `unsafe`
+//!   slice (`copy_out_memcpy`);
 //! - `consumer`: `recv` + drop with the payload untouched;
 //! - `media_parse`: checking the header of a 1080p I420 video frame and of
 //!   a 10 ms stereo audio chunk held in the ring.
@@ -290,6 +293,19 @@ fn frame_1080p(c: &mut Criterion) {
             at = (at + FRAME_1080P).next_multiple_of(64);
         })
     });
+    producer.send(1, &source).expect("send");
+    let held = consumer.try_recv().expect("recv").expect("a frame");
+    let mut out = vec![0u8; FRAME_1080P];
+    group.bench_function("copy_out", |b| b.iter(|| held.bytes().copy_to_slice(black_box(&mut out))));
+    group.bench_function("copy_out_memcpy", |b| {
+        b.iter(|| {
+            // SAFETY: the only producer is this benchmark's, which never
+            // writes a published record.
+            out.copy_from_slice(unsafe { held.bytes().as_slice() });
+            black_box(&mut out);
+        })
+    });
+    drop(held);
     group.finish();
 }
 

@@ -220,7 +220,7 @@ impl<'a> AudioFrame<'a> {
         if frame.kind() != KIND_AUDIO {
             return Err(MediaError::WrongKind { found: frame.kind(), expected: KIND_AUDIO });
         }
-        AudioFrame::from_payload(frame.bytes())
+        AudioFrame::from_bytes(frame.bytes())
     }
 
     /// Reads an audio payload (a ring record's [`SharedBytes`], or private
@@ -228,9 +228,12 @@ impl<'a> AudioFrame<'a> {
     /// checked against the payload's length and the samples' alignment in
     /// memory.
     pub fn from_payload(payload: impl Into<SharedBytes<'a>>) -> Result<AudioFrame<'a>, MediaError> {
-        let payload = payload.into();
-        let header: shmring_audio_header = wire::read(payload)
-            .ok_or(MediaError::Truncated { needed: AUDIO_HEADER_SIZE as u64, len: payload.len() })?;
+        AudioFrame::from_bytes(payload.into())
+    }
+
+    fn from_bytes(payload: SharedBytes<'a>) -> Result<AudioFrame<'a>, MediaError> {
+        let header: shmring_audio_header = wire::read::<_, AUDIO_HEADER_SIZE>(payload)
+            .ok_or_else(|| MediaError::Truncated { needed: AUDIO_HEADER_SIZE as u64, len: payload.len() })?;
         if header.magic != AUDIO_MAGIC {
             return Err(MediaError::BadMagic { found: header.magic, expected: AUDIO_MAGIC });
         }

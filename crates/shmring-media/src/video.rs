@@ -282,7 +282,9 @@ fn copy_plane(dst: &mut [u8], dst_stride: usize, src: &[u8], src_stride: usize, 
 pub struct VideoFrame<'a> {
     header: shmring_video_header,
     format: PixelFormat,
-    planes: [SharedBytes<'a>; MAX_PLANES],
+    /// The whole record; each plane's range in it comes from the checked
+    /// header copy.
+    payload: SharedBytes<'a>,
 }
 
 impl<'a> VideoFrame<'a> {
@@ -291,7 +293,7 @@ impl<'a> VideoFrame<'a> {
         if frame.kind() != KIND_VIDEO {
             return Err(MediaError::WrongKind { found: frame.kind(), expected: KIND_VIDEO });
         }
-        VideoFrame::from_payload(frame.bytes())
+        VideoFrame::from_bytes(frame.bytes())
     }
 
     /// Reads a video payload (a ring record's [`SharedBytes`], or private
@@ -300,9 +302,12 @@ impl<'a> VideoFrame<'a> {
     /// inside the payload, do not overlap, sit at 64-byte aligned offsets
     /// with 64-byte aligned strides at least one row of pixels wide.
     pub fn from_payload(payload: impl Into<SharedBytes<'a>>) -> Result<VideoFrame<'a>, MediaError> {
-        let payload = payload.into();
-        let header: shmring_video_header = wire::read(payload)
-            .ok_or(MediaError::Truncated { needed: VIDEO_HEADER_SIZE as u64, len: payload.len() })?;
+        VideoFrame::from_bytes(payload.into())
+    }
+
+    fn from_bytes(payload: SharedBytes<'a>) -> Result<VideoFrame<'a>, MediaError> {
+        let header: shmring_video_header = wire::read::<_, VIDEO_HEADER_SIZE>(payload)
+            .ok_or_else(|| MediaError::Truncated { needed: VIDEO_HEADER_SIZE as u64, len: payload.len() })?;
         if header.magic != VIDEO_MAGIC {
             return Err(MediaError::BadMagic { found: header.magic, expected: VIDEO_MAGIC });
         }
@@ -354,11 +359,7 @@ impl<'a> VideoFrame<'a> {
         if let Some(pair) = used.windows(2).find(|pair| pair[0].1 > pair[1].0) {
             return Err(MediaError::BadPlane { plane: pair[1].2, reason: "planes overlap" });
         }
-        let mut planes = [SharedBytes::from(&[][..]); MAX_PLANES];
-        for &(start, end, plane) in used.iter() {
-            planes[plane] = payload.get(start as usize..end as usize).expect("checked against the payload's length");
-        }
-        Ok(VideoFrame { header, format, planes })
+        Ok(VideoFrame { header, format, payload })
     }
 
     /// The header as it was read (and checked).
@@ -395,7 +396,14 @@ impl<'a> VideoFrame<'a> {
     }
     /// `plane` as `stride * rows` bytes of the record (empty past the last).
     pub fn plane(&self, plane: usize) -> SharedBytes<'a> {
-        self.planes.get(plane).copied().unwrap_or(SharedBytes::from(&[][..]))
+        let Some((_, rows)) = self.format.plane_geometry(plane, self.width(), self.height()) else {
+            return SharedBytes::from(&[][..]);
+        };
+        // Offset, stride and rows were checked in `from_payload` to fit the
+        // payload (all below 2^32, 2^32 and 2^16: no overflow).
+        let start = self.header.plane_offset[plane] as usize;
+        let end = start + self.header.plane_stride[plane] as usize * rows as usize;
+        self.payload.get(start..end).unwrap_or(SharedBytes::from(&[][..]))
     }
     /// Bytes per row of `plane` (0 past the last).
     pub fn stride(&self, plane: usize) -> usize {

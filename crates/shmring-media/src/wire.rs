@@ -23,16 +23,15 @@ unsafe impl Plain for shmring_video_header {}
 // SAFETY: as above.
 unsafe impl Plain for shmring_audio_header {}
 
-/// Copies a `T` from the start of `bytes` into private memory, or `None` if
-/// it is too short.
-pub(crate) fn read<T: Plain + Default>(bytes: SharedBytes<'_>) -> Option<T> {
-    let mut value = T::default();
-    // SAFETY: `value` is `size_of::<T>()` bytes we own exclusively, with no
-    // padding (`T: Plain`), so it may be viewed and written as bytes.
-    let raw = unsafe { std::slice::from_raw_parts_mut((&mut value as *mut T).cast::<u8>(), size_of::<T>()) };
-    bytes.get(..raw.len())?.copy_to_slice(raw);
-    // Any bytes are a valid `T` (`T: Plain`).
-    Some(value)
+/// Copies a `T` of `N` bytes from the start of `bytes` into private
+/// memory, or `None` if it is too short.
+#[inline]
+pub(crate) fn read<T: Plain, const N: usize>(bytes: SharedBytes<'_>) -> Option<T> {
+    const { assert!(N == size_of::<T>()) };
+    let raw: [u8; N] = bytes.load_array(0)?;
+    // SAFETY: `raw` holds `size_of::<T>()` bytes, the read is unaligned,
+    // and `T: Plain` is valid for any bit pattern.
+    Some(unsafe { raw.as_ptr().cast::<T>().read_unaligned() })
 }
 
 /// Copies `value` to the start of `bytes`.

@@ -192,16 +192,19 @@ impl<'a> SharedBytes<'a> {
     /// writable (atomic loads require memory valid for writes), and must
     /// not be accessed by this process other than atomically or through
     /// another `SharedBytes` (other processes may write it as they like).
+    #[inline]
     pub(crate) unsafe fn from_raw_parts(ptr: *const u8, len: usize) -> Self {
         SharedBytes { ptr, len, shared: true, _borrow: PhantomData }
     }
 
     /// Bytes in view.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether the view is empty.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -210,11 +213,13 @@ impl<'a> SharedBytes<'a> {
     /// `iovec` for `vmsplice`, a buffer protocol, a foreign memory
     /// wrapper). Whoever reads through it must treat the bytes as memory
     /// that may change under them, and stop before the frame is dropped.
+    #[inline]
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr
     }
 
     /// The bytes in `range`, or `None` if it does not lie in the view.
+    #[inline]
     pub fn get(&self, range: impl RangeBounds<usize>) -> Option<SharedBytes<'a>> {
         let start = match range.start_bound() {
             Bound::Included(&s) => s,
@@ -242,6 +247,7 @@ impl<'a> SharedBytes<'a> {
     /// # Panics
     ///
     /// If `dst.len() != self.len()`, as [`slice::copy_from_slice`].
+    #[inline]
     pub fn copy_to_slice(&self, dst: &mut [u8]) {
         assert_eq!(dst.len(), self.len, "destination and source lengths differ");
         if !self.shared {
@@ -257,11 +263,22 @@ impl<'a> SharedBytes<'a> {
             // SAFETY: `i < len`, in the view (`from_raw_parts`' contract).
             *out = unsafe { read_byte(self.ptr.add(i)) };
         }
-        for (w, out) in dst[head..tail].chunks_exact_mut(8).enumerate() {
-            // SAFETY: `head + 8w + 8 <= len`, in the view, and 8-aligned
+        // Two words per 16-byte store: a header copied out and then moved
+        // as a whole (16-byte loads) is forwarded from the store buffer,
+        // where 8-byte stores would stall each such load.
+        let mut pairs = dst[head..tail].chunks_exact_mut(16);
+        for (p, out) in pairs.by_ref().enumerate() {
+            let at = head + 16 * p;
+            // SAFETY: `at + 16 <= tail <= len`, in the view, and 8-aligned
             // (`head` aligns the first word).
-            let word = unsafe { read_word(self.ptr.add(head + 8 * w)) };
-            out.copy_from_slice(&word.to_ne_bytes());
+            let (first, second) = unsafe { (read_word(self.ptr.add(at)), read_word(self.ptr.add(at + 8))) };
+            out.copy_from_slice(&in_memory_order(first, second).to_ne_bytes());
+        }
+        let last = pairs.into_remainder();
+        if !last.is_empty() {
+            // SAFETY: the one word left, `tail - 8..tail`, in the view and
+            // 8-aligned.
+            last.copy_from_slice(&unsafe { read_word(self.ptr.add(tail - 8)) }.to_ne_bytes());
         }
         for (i, out) in dst[tail..].iter_mut().enumerate() {
             // SAFETY: `tail + i < len`, in the view.
@@ -271,6 +288,7 @@ impl<'a> SharedBytes<'a> {
 
     /// Appends a copy of the bytes to `out` (see
     /// [`copy_to_slice`](Self::copy_to_slice)).
+    #[inline]
     pub fn append_to(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.resize(start + self.len, 0);
@@ -278,10 +296,22 @@ impl<'a> SharedBytes<'a> {
     }
 
     /// A private copy of the bytes (see [`copy_to_slice`](Self::copy_to_slice)).
+    #[inline]
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len);
         self.append_to(&mut out);
         out
+    }
+
+    /// A private copy of the `N` bytes at `offset` (a header, say), or
+    /// `None` if they do not lie in the view. The same loads as
+    /// [`copy_to_slice`](Self::copy_to_slice), unrolled for a small `N`.
+    #[inline]
+    pub fn load_array<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let field = self.get(offset..offset.checked_add(N)?)?;
+        let mut out = [0u8; N];
+        field.copy_to_slice(&mut out);
+        Some(out)
     }
 
     /// The bytes as a slice, for callers that trust every producer of the
@@ -293,6 +323,7 @@ impl<'a> SharedBytes<'a> {
     /// the ring may touch a record after publishing it (true of this
     /// crate's `Producer` and the C++ shim; it is the producers'
     /// processes that must be trusted).
+    #[inline]
     pub unsafe fn as_slice(&self) -> &'a [u8] {
         // SAFETY: the bytes are readable for `'a` (both constructors), and
         // the caller promises that nothing writes them meanwhile.
@@ -308,6 +339,7 @@ macro_rules! loads {
             /// Native byte order; `None` if the field does not lie in the
             /// view. An aligned field is read in one atomic load, an
             /// unaligned one byte by byte.
+            #[inline]
             pub fn $name(&self, offset: usize) -> Option<$int> {
                 const SIZE: usize = size_of::<$int>();
                 let field = self.get(offset..offset.checked_add(SIZE)?)?;
@@ -344,6 +376,7 @@ loads! {
 /// # Safety
 ///
 /// `ptr` must lie in a view made by [`SharedBytes::from_raw_parts`].
+#[inline]
 unsafe fn read_byte(ptr: *const u8) -> u8 {
     // SAFETY: readable, writable and only accessed atomically here (the
     // caller's view); any alignment suits a byte.
@@ -356,14 +389,26 @@ unsafe fn read_byte(ptr: *const u8) -> u8 {
 ///
 /// `ptr..ptr + 8` must lie in a view made by
 /// [`SharedBytes::from_raw_parts`], and `ptr` be 8-aligned.
+#[inline]
 unsafe fn read_word(ptr: *const u8) -> u64 {
     // SAFETY: as in `read_byte`, and aligned as the caller promises.
     unsafe { AtomicU64::from_ptr(ptr.cast_mut().cast()) }.load(Ordering::Relaxed)
 }
 
+/// The `u128` whose native bytes are `first`'s then `second`'s.
+#[inline]
+fn in_memory_order(first: u64, second: u64) -> u128 {
+    if cfg!(target_endian = "little") {
+        u128::from(first) | u128::from(second) << 64
+    } else {
+        u128::from(first) << 64 | u128::from(second)
+    }
+}
+
 impl<'a, T: AsRef<[u8]> + ?Sized> From<&'a T> for SharedBytes<'a> {
     /// A view of private bytes (`&[u8]`, `&Vec<u8>`, ...), read as the
     /// slice they are.
+    #[inline]
     fn from(bytes: &'a T) -> Self {
         let bytes = bytes.as_ref();
         SharedBytes { ptr: bytes.as_ptr(), len: bytes.len(), shared: false, _borrow: PhantomData }
