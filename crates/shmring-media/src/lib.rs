@@ -32,6 +32,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Streams are named by [`Announcement`] records (kind [`KIND_ANNOUNCE`]):
+//! a stream id, its kind and a label, written once per stream.
+//!
 //! Writing in place: [`reserve_video`] returns a [`VideoSlot`] whose planes
 //! are slices of the ring; fill them and [`commit`](VideoSlot::commit).
 //!
@@ -75,6 +78,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod announce;
 mod audio;
 mod error;
 mod format;
@@ -83,11 +87,13 @@ pub mod sys;
 mod video;
 mod wire;
 
+pub use announce::{write_announce, Announcement};
 pub use audio::{reserve_audio, write_audio, AudioFrame, AudioLayout, AudioMeta, AudioSamples, AudioSlot};
 pub use error::MediaError;
 pub use format::{
-    PixelFormat, SampleFormat, AUDIO_HEADER_SIZE, AUDIO_MAGIC, KIND_AUDIO, KIND_VIDEO, MAX_CHANNELS, MAX_DIMENSION,
-    MAX_PLANES, MAX_SAMPLE_RATE, MEDIA_ALIGN, MEDIA_VERSION, VIDEO_HEADER_SIZE, VIDEO_MAGIC,
+    PixelFormat, SampleFormat, ANNOUNCE_HEADER_SIZE, ANNOUNCE_MAGIC, AUDIO_HEADER_SIZE, AUDIO_MAGIC, KIND_ANNOUNCE,
+    KIND_AUDIO, KIND_VIDEO, MAX_CHANNELS, MAX_DIMENSION, MAX_LABEL, MAX_PLANES, MAX_SAMPLE_RATE, MEDIA_ALIGN,
+    MEDIA_VERSION, VIDEO_HEADER_SIZE, VIDEO_MAGIC,
 };
 pub use samples::{Sample, SharedSamples};
 pub use video::{reserve_video, write_video_i420, I420Planes, VideoFrame, VideoLayout, VideoMeta, VideoSlot};

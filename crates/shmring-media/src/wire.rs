@@ -6,7 +6,7 @@
 
 use shmring::SharedBytes;
 
-use crate::sys::{shmring_audio_header, shmring_video_header};
+use crate::sys::{shmring_announce_header, shmring_audio_header, shmring_video_header};
 
 /// A header struct of integers only: every bit pattern is a valid value.
 ///
@@ -22,6 +22,8 @@ pub(crate) unsafe trait Plain: Copy {}
 unsafe impl Plain for shmring_video_header {}
 // SAFETY: as above.
 unsafe impl Plain for shmring_audio_header {}
+// SAFETY: as above.
+unsafe impl Plain for shmring_announce_header {}
 
 /// Copies a `T` of `N` bytes from the start of `bytes` into private
 /// memory, or `None` if it is too short.

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shmring::{AccessPolicy, Consumer, Frame, MappedRing, RingConsumer};
-use shmring_media::{AudioFrame, PixelFormat, KIND_AUDIO, KIND_VIDEO};
+use shmring_media::{AudioFrame, PixelFormat, KIND_ANNOUNCE, KIND_AUDIO, KIND_VIDEO};
 
 use crate::cli::{EncodeArgs, RecordArgs};
 use crate::failure::{Failure, Outcome};
@@ -353,6 +353,7 @@ impl<'c> Encoder<'c> {
         match frame.kind() {
             KIND_VIDEO => self.on_video(frame),
             KIND_AUDIO => self.on_audio(frame),
+            KIND_ANNOUNCE => self.counters.announcements += 1,
             _ => self.counters.other_kind += 1,
         }
     }
