@@ -405,8 +405,9 @@ export class BridgeSender {
     }
     await this.done?.catch(() => {});
     const start = performance.now();
-    const queued = () => this.#ws.bufferedAmount > 0 || (this.#file && !this.#file.drained);
-    while (this.#ws.readyState === WebSocket.OPEN && queued() && performance.now() - start < drainMs) {
+    // The bridge takes a file lane's frames in order before it reads our
+    // close, so the file stays until the close handshake is over.
+    while (this.#ws.readyState === WebSocket.OPEN && this.#ws.bufferedAmount > 0 && performance.now() - start < drainMs) {
       await sleep(10);
     }
     if (this.#ws.readyState === WebSocket.OPEN || this.#ws.readyState === WebSocket.CONNECTING) {

@@ -6,7 +6,8 @@
 // header and planes as a binary message) at the next position of a ring
 // laid over the file's data region. The WebSocket then carries only a
 // small control message per frame, {"type":"frame","position",...}, and
-// the bridge's acknowledgements, {"type":"ack","released":...}; the page
+// the bridge's acknowledgements, {"type":"ack","released":...}, sent each
+// time a quarter of the file has been taken; the page
 // never writes over bytes the bridge has not acknowledged (with no room it
 // skips the frame). With the browser's profile on tmpfs the file is an
 // ordinary file in memory, which the bridge finds by the token written at
@@ -176,11 +177,6 @@ export class FileLane {
   // The bridge has taken everything before `position`.
   release(position) {
     if (position > this.#released) this.#released = position;
-  }
-
-  // Whether every frame written has been acknowledged.
-  get drained() {
-    return this.#released >= this.#written;
   }
 
   // Closes the handle, removes the file and stops the worker.

@@ -23,9 +23,18 @@ use crate::protocol::{ack_notice, file_notice, FrameControl};
 pub(crate) struct FileLane {
     file: FrameFile,
     /// Data position the next frame may start at: everything before it has
-    /// been taken (and acknowledged).
+    /// been taken.
     next: u64,
+    /// What the last acknowledgement released.
+    acked: u64,
 }
+
+/// Acknowledgements are sent once a quarter of the file has been taken
+/// since the last one: a page always has most of its file to write into,
+/// and pays for one small message every few frames, not every frame. (A
+/// page needs no acknowledgement at the end: the close handshake comes
+/// after every frame it announced.)
+const ACK_FRACTION: u64 = 4;
 
 impl Session {
     /// `{"type":"file"}`: finds the page's file and opens the lane, or
@@ -59,7 +68,7 @@ impl Session {
                 );
                 Counters::bump(&env.counters.file_lanes);
                 frames::push_text(&file_notice(Ok((file.capacity(), warning))), &mut out.buf);
-                self.file = Some(FileLane { file, next: 0 });
+                self.file = Some(FileLane { file, next: 0, acked: 0 });
             }
             Err(error) => {
                 tracing::debug!(stream_id = self.stream_id, %error, "no file lane");
@@ -141,10 +150,13 @@ impl Session {
         };
         let lane = self.file.as_mut().expect("checked above");
         lane.next = released;
+        if released - lane.acked >= capacity / ACK_FRACTION {
+            lane.acked = released;
+            frames::push_text(&ack_notice(frame_number, released), &mut out.buf);
+        }
         if let Some(reason) = dropped {
             self.note_drop(frame_number, reason, out);
         }
-        frames::push_text(&ack_notice(frame_number, released), &mut out.buf);
         Ok(())
     }
 

@@ -260,6 +260,8 @@ pub struct FilePage {
     pub position: u64,
     /// Everything before this has been acknowledged.
     pub released: u64,
+    /// Acknowledgements received.
+    pub acks: Vec<serde_json::Value>,
 }
 
 impl FilePage {
@@ -279,6 +281,7 @@ impl FilePage {
             size,
             position: 0,
             released: 0,
+            acks: Vec::new(),
         }
     }
 
@@ -314,7 +317,9 @@ impl FilePage {
     }
 
     /// Writes `message` at the next position that holds it without
-    /// crossing the end of the data region; returns that position.
+    /// crossing the end of the data region, once the bytes there have been
+    /// acknowledged (waiting for acknowledgements as it must); returns that
+    /// position.
     pub fn write(&mut self, message: &[u8]) -> u64 {
         use std::os::unix::fs::FileExt;
         let capacity = self.capacity();
@@ -323,7 +328,13 @@ impl FilePage {
         if at % capacity + len > capacity {
             at += capacity - at % capacity; // to the start of the next lap
         }
-        assert!(at + len - self.released <= capacity, "the page would overwrite bytes not acknowledged");
+        while at + len - self.released > capacity {
+            let ack = self.next_notice("ack");
+            let released = ack["released"].as_u64().unwrap();
+            assert!(released > self.released, "acknowledgements go forward: {ack}");
+            self.released = released;
+            self.acks.push(ack);
+        }
         self.file.write_all_at(message, shmring_bridge::frame_file::DATA_OFFSET + at % capacity).unwrap();
         self.position = at + len;
         at
@@ -335,14 +346,10 @@ impl FilePage {
         self.client.send_text(&control).unwrap();
     }
 
-    /// Writes a frame, sends its control message, waits for its ack.
-    pub fn send(&mut self, message: &[u8], frame_number: u64) -> serde_json::Value {
+    /// Writes a frame and sends its control message.
+    pub fn send(&mut self, message: &[u8], frame_number: u64) {
         let at = self.write(message);
         self.send_control(at, message.len() as u64, frame_number);
-        let ack = self.next_notice("ack");
-        assert_eq!(ack["frame_number"], frame_number, "{ack}");
-        self.released = ack["released"].as_u64().unwrap();
-        ack
     }
 }
 
