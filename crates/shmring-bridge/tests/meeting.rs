@@ -170,7 +170,8 @@ fn take(consumer: &shmring::RingConsumer, streams: &mut BTreeMap<u32, Delivered>
             let v = VideoFrame::parse(&frame).expect("a valid video header");
             assert_eq!(v.format(), PixelFormat::I420, "WebRTC decodes to I420");
             let stream = streams.entry(v.stream_id()).or_default();
-            if v.y().iter().step_by(97).all(|&b| b == 0) {
+            let y = v.y();
+            if (0..y.len()).step_by(97).all(|i| y.load_u8(i) == Some(0)) {
                 stream.blank += 1;
             }
             stream.kind = KIND_VIDEO;

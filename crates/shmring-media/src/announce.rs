@@ -3,7 +3,7 @@
 //! say what it receives. The label is the producer's: for a meeting, JSON
 //! naming the participant and the track.
 
-use shmring::{Backing, Frame, Producer};
+use shmring::{Backing, Frame, Producer, SharedBytes};
 
 use crate::error::MediaError;
 use crate::format::MEDIA_VERSION;
@@ -86,15 +86,17 @@ impl Announcement {
         if frame.kind() != KIND_ANNOUNCE {
             return Err(MediaError::WrongKind { found: frame.kind(), expected: KIND_ANNOUNCE });
         }
-        Announcement::from_payload(frame)
+        Announcement::from_payload(frame.bytes())
     }
 
-    /// Reads an announce payload. The label is copied out before it is
-    /// checked (UTF-8, length), so a producer rewriting the record meanwhile
-    /// cannot change what was checked.
-    pub fn from_payload(payload: &[u8]) -> Result<Announcement, MediaError> {
-        let header: shmring_announce_header = wire::read(payload)
-            .ok_or(MediaError::Truncated { needed: ANNOUNCE_HEADER_SIZE as u64, len: payload.len() })?;
+    /// Reads an announce payload (a ring record's [`SharedBytes`], or
+    /// private bytes). The header and the label are copied out before they
+    /// are checked (UTF-8, length), so a producer rewriting the record
+    /// meanwhile cannot change what was checked.
+    pub fn from_payload<'a>(payload: impl Into<SharedBytes<'a>>) -> Result<Announcement, MediaError> {
+        let payload = payload.into();
+        let header: shmring_announce_header = wire::read::<_, ANNOUNCE_HEADER_SIZE>(payload)
+            .ok_or_else(|| MediaError::Truncated { needed: ANNOUNCE_HEADER_SIZE as u64, len: payload.len() })?;
         if header.magic != ANNOUNCE_MAGIC {
             return Err(MediaError::BadMagic { found: header.magic, expected: ANNOUNCE_MAGIC });
         }
@@ -121,7 +123,8 @@ impl Announcement {
         let Some(end) = end else {
             return Err(MediaError::Truncated { needed: start as u64 + len as u64, len: payload.len() });
         };
-        let label = String::from_utf8(payload[start..end].to_vec()).map_err(|_| bad("label is not UTF-8"))?;
+        let label = payload.get(start..end).expect("checked against the payload's length").to_vec();
+        let label = String::from_utf8(label).map_err(|_| bad("label is not UTF-8"))?;
         Ok(Announcement {
             stream_id: header.stream_id,
             kind: header.stream_kind,

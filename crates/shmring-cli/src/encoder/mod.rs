@@ -531,7 +531,7 @@ impl<'c> Encoder<'c> {
 
     fn on_audio(&mut self, frame: Frame<'c, MappedRing>) {
         self.counters.audio_received += 1;
-        let chunk = match AudioFrame::from_payload(&frame) {
+        let chunk = match AudioFrame::parse(&frame) {
             Ok(chunk) => chunk,
             Err(error) => {
                 self.counters.audio_invalid += 1;
