@@ -18,6 +18,7 @@ mod probe;
 mod process;
 mod size;
 mod stat;
+mod stream_table;
 
 use std::process::ExitCode;
 

@@ -19,6 +19,7 @@
 pub mod ffmpeg;
 pub mod pipes;
 mod report;
+mod streams;
 mod timeline;
 
 use std::collections::VecDeque;
@@ -30,15 +31,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shmring::{AccessPolicy, Consumer, Frame, MappedRing, RingConsumer};
-use shmring_media::{AudioFrame, PixelFormat, KIND_ANNOUNCE, KIND_AUDIO, KIND_VIDEO};
+use shmring_media::{Announcement, AudioFrame, PixelFormat, KIND_ANNOUNCE, KIND_AUDIO, KIND_VIDEO};
 
 use crate::cli::{EncodeArgs, RecordArgs};
 use crate::failure::{Failure, Outcome};
 use crate::process::{self, Exit};
+use crate::stream_table::{StreamKind, StreamTable};
 
 use ffmpeg::{Ffmpeg, SegmentFormat};
 use pipes::{ByteQueue, VideoInfo, VideoPipe, VideoSource, VideoWrite};
 pub use report::{per, progress_line, Counters, Report, SegmentReport, StopReason};
+use streams::Streams;
 use timeline::{AudioClock, AudioSlot, VideoClock, VideoSlot};
 
 /// How long the first file waits for an audio chunk (to learn the audio
@@ -194,6 +197,8 @@ pub struct Encoder<'c> {
     last_producer_check: Option<Instant>,
     video_budget: usize,
     scratch: Vec<u8>,
+    streams: Streams,
+    started: Instant,
 }
 
 impl<'c> Encoder<'c> {
@@ -223,12 +228,15 @@ impl<'c> Encoder<'c> {
             // Frames waiting for ffmpeg hold ring space: at most a quarter.
             video_budget: capacity / 4,
             scratch: Vec::new(),
+            streams: Streams::new(false),
+            started: Instant::now(),
         }
     }
 
     /// Runs until `stop` says so, calling `progress` about once a second.
     pub fn run(mut self, stop: &StopRule, mut progress: impl FnMut(&Progress<'_>)) -> Result<Report, Failure> {
         let started = Instant::now();
+        self.started = started;
         let cpu_before = process::own_cpu();
         let mut next_progress = started + Duration::from_secs(1);
         let mut logged_drops = (0, 0);
@@ -265,9 +273,11 @@ impl<'c> Encoder<'c> {
                 next_progress = now + Duration::from_secs(1);
                 progress(&self.progress(now.duration_since(started)));
                 self.log_drops(&mut logged_drops);
+                self.publish_streams();
             }
         };
         self.finish();
+        self.publish_streams();
         let counters = self.counters.clone();
         let failure = self.failure.clone();
         let segments = std::mem::take(&mut self.segments).into_iter().map(|s| s.report).collect();
@@ -297,6 +307,38 @@ impl<'c> Encoder<'c> {
                 "frames dropped in the last second"
             );
             *logged = now;
+        }
+    }
+
+    /// Publishes the streams seen so far for `stat` (a named ring only).
+    fn publish_streams(&self) {
+        let stats = self.consumer.stats();
+        if !shmring::socket_path(&stats.name).exists() {
+            return;
+        }
+        let output = self.segments.last().and_then(|s| s.report.path.file_name()).map(|n| n.to_string_lossy().into());
+        let c = &self.counters;
+        let rows = self
+            .streams
+            .iter()
+            .filter_map(|(id, _)| self.streams.row(id))
+            .map(|mut row| {
+                if Some(row.id) == self.video_stream && row.kind == StreamKind::Video {
+                    (row.used, row.dropped, row.output) = (c.video_queued, c.video_dropped(), output.clone());
+                } else if Some(row.id) == self.audio_stream && row.kind == StreamKind::Audio {
+                    (row.used, row.dropped, row.output) = (c.audio_placed, c.audio_dropped(), output.clone());
+                }
+                row
+            })
+            .collect();
+        let table = StreamTable {
+            consumer_pid: std::process::id(),
+            consumer_generation: stats.consumer_generation,
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
+            streams: rows,
+        };
+        if let Err(error) = table.publish(&stats.name) {
+            tracing::debug!(%error, "cannot publish the stream table");
         }
     }
 
@@ -353,7 +395,13 @@ impl<'c> Encoder<'c> {
         match frame.kind() {
             KIND_VIDEO => self.on_video(frame),
             KIND_AUDIO => self.on_audio(frame),
-            KIND_ANNOUNCE => self.counters.announcements += 1,
+            KIND_ANNOUNCE => {
+                self.counters.announcements += 1;
+                match Announcement::parse(&frame) {
+                    Ok(announcement) => self.streams.announce(announcement.stream_id, announcement.label),
+                    Err(error) => tracing::debug!(%error, "invalid announcement"),
+                }
+            }
             _ => self.counters.other_kind += 1,
         }
     }
@@ -371,6 +419,8 @@ impl<'c> Encoder<'c> {
                 return;
             }
         };
+        let format = format!("{}x{} {:?}", info.width, info.height, info.format);
+        self.streams.record(info.stream_id, StreamKind::Video, info.frame_number, source.len(), format);
         if *self.video_stream.get_or_insert(info.stream_id) != info.stream_id {
             self.counters.video_other_stream += 1;
             return;
@@ -541,6 +591,8 @@ impl<'c> Encoder<'c> {
                 return;
             }
         };
+        let format = format!("{} Hz {} ch", chunk.sample_rate(), chunk.channels());
+        self.streams.record(chunk.stream_id(), StreamKind::Audio, chunk.frame_number(), frame.len(), format);
         if *self.audio_stream.get_or_insert(chunk.stream_id()) != chunk.stream_id() {
             self.counters.audio_other_stream += 1;
             return;
@@ -893,7 +945,9 @@ pub fn record(args: RecordArgs) -> Outcome {
     let _span = tracing::info_span!("record", ring = %name).entered();
     eprintln!("recording ring {name} into {} (Ctrl-C to stop)", args.encode.output.display());
     let encoder = Encoder::new(&consumer, EncoderConfig::from(&args.encode));
-    let report = encoder.run(&stop, |p| eprintln!("{}", progress_line(p)))?;
+    let report = encoder.run(&stop, |p| eprintln!("{}", progress_line(p)));
+    crate::stream_table::StreamTable::withdraw(name);
+    let report = report?;
     print!("{}", report.text());
     match &report.failure {
         Some(failure) => Err(Failure::failed(format!("recording failed: {failure}"))),
