@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
 
 use shmring::{Frame, MappedRing, SharedBytes};
-use shmring_media::{AudioFrame, MediaError, PixelFormat, SampleFormat, VideoFrame};
+use shmring_media::{MediaError, PixelFormat, VideoFrame};
 
 /// The bytes of one video frame as ffmpeg's rawvideo reads them: each
 /// plane's rows without the ring's stride padding.
@@ -327,24 +327,5 @@ impl ByteQueue {
             self.start = 0;
         }
         Ok(total)
-    }
-}
-
-/// Appends the samples of `chunk` after its first `skip` frames to `out`,
-/// channels interleaved, as f32 (what ffmpeg's `f32le` reads).
-pub fn push_interleaved(chunk: &AudioFrame<'_>, skip: usize, out: &mut impl Extend<f32>) {
-    let frames = chunk.frame_count() as usize;
-    match chunk.format() {
-        SampleFormat::F32Planar => {
-            let planes: Vec<_> = chunk.channels_f32().collect();
-            for i in skip.min(frames)..frames {
-                out.extend(planes.iter().map(|plane| plane.get(i).unwrap_or(0.0)));
-            }
-        }
-        SampleFormat::S16Interleaved => {
-            let Some(samples) = chunk.s16() else { return };
-            let start = skip * chunk.channels() as usize;
-            out.extend(samples.iter().skip(start).map(|s| f32::from(s) / 32768.0));
-        }
     }
 }

@@ -140,6 +140,7 @@ impl Streams {
         index
     }
 
+    #[cfg(test)]
     pub fn get(&self, id: u32) -> Option<&Stream> {
         self.streams.get(&id)
     }
