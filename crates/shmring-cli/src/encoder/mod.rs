@@ -461,7 +461,7 @@ impl<'c> Encoder<'c> {
             if let Some(recorder) = self.recorders.get(stream.participant) {
                 let c = &recorder.counters;
                 (row.used, row.dropped) = match stream.kind {
-                    StreamKind::Video => (c.video_queued - c.video_discarded, c.video_dropped()),
+                    StreamKind::Video => (c.video_queued.saturating_sub(c.video_discarded), c.video_dropped()),
                     StreamKind::Audio => (c.audio_placed, c.audio_dropped()),
                 };
                 row.output = recorder.current_file().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into());

@@ -123,13 +123,20 @@ fn packed_chunks(view: &VideoFrame<'_>, base: usize) -> Vec<Range<usize>> {
 pub struct VideoWrite<'c> {
     pub source: Rc<VideoSource<'c>>,
     pub times: u64,
+    /// Copies of a frame written before, not a frame from the ring.
+    pub repeat: bool,
     /// Bytes of the current copy already written.
     written: usize,
 }
 
 impl<'c> VideoWrite<'c> {
     pub fn new(source: Rc<VideoSource<'c>>, times: u64) -> VideoWrite<'c> {
-        VideoWrite { source, times, written: 0 }
+        VideoWrite { source, times, repeat: false, written: 0 }
+    }
+
+    /// `times` repeats of a frame already written.
+    pub fn repeats(source: Rc<VideoSource<'c>>, times: u64) -> VideoWrite<'c> {
+        VideoWrite { source, times, repeat: true, written: 0 }
     }
 }
 

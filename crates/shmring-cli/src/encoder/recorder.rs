@@ -166,7 +166,7 @@ impl<'c> Recorder<'c> {
         }
         let source = Rc::new(source);
         let segment = self.segments.last_mut().expect("an open segment");
-        segment.queue_video(source.clone(), 1);
+        segment.queue_video(source.clone());
         self.counters.video_queued += 1;
         self.last_frame = Some((source, Instant::now()));
     }
@@ -204,7 +204,7 @@ impl<'c> Recorder<'c> {
         else {
             return;
         };
-        segment.queue_video(last.clone(), count);
+        segment.queue_repeats(last.clone(), count);
         self.counters.video_repeats += count;
     }
 

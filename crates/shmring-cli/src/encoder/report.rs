@@ -230,7 +230,7 @@ impl Report {
             out,
             "  video           {} received, {} encoded, {} frames in the output ({} repeats filling gaps), {} copied out of the ring",
             c.video_received,
-            c.video_queued - c.video_discarded,
+            c.video_queued.saturating_sub(c.video_discarded),
             self.frames_out(),
             c.video_repeats,
             c.copied_out

@@ -149,10 +149,16 @@ impl<'c> Segment<'c> {
         }
     }
 
-    /// Queues `times` copies of a frame.
-    pub fn queue_video(&mut self, source: Rc<VideoSource<'c>>, times: u64) {
+    /// Queues a frame that came from the ring.
+    pub fn queue_video(&mut self, source: Rc<VideoSource<'c>>) {
+        self.video_backlog += source.len();
+        self.video.push_back(VideoWrite::new(source, 1));
+    }
+
+    /// Queues `times` repeats of a frame (slots of frames that never came).
+    pub fn queue_repeats(&mut self, source: Rc<VideoSource<'c>>, times: u64) {
         self.video_backlog += source.len() * times as usize;
-        self.video.push_back(VideoWrite::new(source, times));
+        self.video.push_back(VideoWrite::repeats(source, times));
     }
 
     /// Queues `samples` sample frames of audio (`bytes` of f32le).
@@ -273,7 +279,7 @@ impl<'c> Segment<'c> {
 
     /// ffmpeg failed: kill it, drop what was queued, and say why.
     pub fn fail(&mut self, reason: String) -> SegmentFailure {
-        let discarded = self.video.len() as u64;
+        let discarded = self.video.iter().filter(|w| !w.repeat).count() as u64;
         self.video.clear();
         self.video_backlog = 0;
         self.audio.clear();
