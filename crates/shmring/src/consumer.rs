@@ -9,12 +9,12 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backing::Backing;
 use crate::error::{Error, Result};
+use crate::frame::{Frame, Received};
 use crate::layout::{classify_stamp, consumer_state, record_size, Geometry, Header, StampState, MAX_PRODUCERS};
 use crate::liveness;
 use crate::recovery::{self, StallVerdict};
@@ -229,16 +229,8 @@ impl<B: Backing> Consumer<B> {
             header.consumed.bytes.store(st.counters.bytes, Ordering::Relaxed);
             // Relaxed: `peek` is published for introspection only.
             header.peek.position.store(end, Ordering::Relaxed);
-            return Ok(Some(Frame {
-                consumer: self,
-                position: head,
-                data: self.backing.payload(head),
-                len: len as usize,
-                kind,
-                flags,
-                producer,
-                sequence,
-            }));
+            let received = Received { position: head, len: len as usize, kind, flags, producer, sequence };
+            return Ok(Some(Frame::new(self, self.backing.payload(head), received)));
         }
     }
 
@@ -465,7 +457,8 @@ impl<B: Backing> Consumer<B> {
         self.advance_read(st);
     }
 
-    fn release(&self, position: u64) {
+    /// Frees the record at `position` (a dropped [`Frame`]).
+    pub(crate) fn release(&self, position: u64) {
         let mut st = self.state.borrow_mut();
         if let Some(held) = st.held.iter_mut().find(|h| h.position == position) {
             held.released = true;
@@ -510,72 +503,5 @@ impl<B: Backing> Drop for Consumer<B> {
         // Release: SYNC POINT: pairs with the Acquire load in
         // `producer::consumer_liveness`: producers learn the ring is closed.
         self.header().consumer.state.store(consumer_state::CLOSED, Ordering::Release);
-    }
-}
-
-/// One record, borrowed in place from the ring. Its space is freed when the
-/// frame is dropped (and every older frame too: space is reused in order).
-pub struct Frame<'a, B: Backing> {
-    consumer: &'a Consumer<B>,
-    position: u64,
-    data: *const u8,
-    len: usize,
-    kind: u32,
-    flags: u32,
-    producer: u32,
-    sequence: u64,
-}
-
-impl<B: Backing> Frame<'_, B> {
-    /// The record kind the producer set.
-    pub fn kind(&self) -> u32 {
-        self.kind
-    }
-    /// The application flags the producer set.
-    pub fn flags(&self) -> u32 {
-        self.flags
-    }
-    /// Absolute ring position of the record (unique over the ring's life).
-    pub fn position(&self) -> u64 {
-        self.position
-    }
-    /// Producer-table slot of the producer that wrote it.
-    pub fn producer(&self) -> u32 {
-        self.producer
-    }
-    /// That producer's sequence number for this record (drops leave gaps).
-    pub fn sequence(&self) -> u64 {
-        self.sequence
-    }
-}
-
-impl<B: Backing> Deref for Frame<'_, B> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: the record was published (its stamp matched) and checked
-        // to lie within the claimed region; its `len <= max_payload` bytes
-        // are in the mapping, and producers cannot reuse them before this
-        // frame is released (`read` stays behind it). A hostile producer
-        // could still write into them: readers get bytes, never UB in our
-        // code, since `[u8]` has no invalid values.
-        unsafe { std::slice::from_raw_parts(self.data, self.len) }
-    }
-}
-
-impl<B: Backing> Drop for Frame<'_, B> {
-    fn drop(&mut self) {
-        self.consumer.release(self.position);
-    }
-}
-
-impl<B: Backing> std::fmt::Debug for Frame<'_, B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Frame")
-            .field("position", &self.position)
-            .field("len", &self.len)
-            .field("kind", &self.kind)
-            .field("producer", &self.producer)
-            .field("sequence", &self.sequence)
-            .finish()
     }
 }

@@ -165,14 +165,14 @@ fn receive_until(
                 let kind = frame.kind();
                 if kind >= VICTIM_KIND {
                     let id = kind - VICTIM_KIND;
-                    assert!(check_record(id, frame.sequence(), &frame), "victim {id}: corrupt record");
+                    assert!(check_record(id, frame.sequence(), &frame.to_vec()), "victim {id}: corrupt record");
                     got.victims += 1;
                 } else {
                     let id = kind as usize;
                     assert!(id < survivors, "unknown kind {kind}");
                     let seq = got.next[id];
                     assert_eq!(frame.sequence(), seq, "survivor {id}: lost or out of order");
-                    assert!(check_record(kind, seq, &frame), "survivor {id} record {seq}: corrupt");
+                    assert!(check_record(kind, seq, &frame.to_vec()), "survivor {id} record {seq}: corrupt");
                     got.next[id] += 1;
                 }
             }
@@ -302,7 +302,7 @@ fn slow_producer_paused_past_the_stall_timeout_is_never_skipped() {
     let mut survivor = spawn_peer("survivor", Some(inherit.spec()), &producer_env(0, 100, 4096));
     let first = consumer.recv_timeout(Duration::from_secs(10)).unwrap().expect("the slow record arrives");
     assert_eq!(first.kind(), 7, "the slow producer's record comes first, not skipped");
-    assert!(check_record(7, 0, &first));
+    assert!(check_record(7, 0, &first.to_vec()));
     drop(first);
     let got = receive_until(&consumer, 1, 100, || true);
     assert_eq!(got.next[0], 100);
@@ -342,7 +342,7 @@ fn producer_in_another_pid_namespace_paused_past_the_stall_timeout_is_not_skippe
     wait_for_line(&mut slow, "claimed");
     let first = consumer.recv_timeout(Duration::from_secs(10)).unwrap().expect("the slow record arrives");
     assert_eq!(first.kind(), 7);
-    assert!(check_record(7, 0, &first));
+    assert!(check_record(7, 0, &first.to_vec()));
     drop(first);
     assert!(slow.wait().unwrap().success());
     assert_eq!(consumer.stats().recovered, 0);
@@ -387,7 +387,7 @@ fn killed_consumer_is_replaced_and_unreleased_frames_are_delivered_again() {
     while next < COUNT {
         let frame = second.recv_timeout(Duration::from_secs(10)).unwrap().expect("producer stalled");
         assert_eq!(frame.sequence(), next);
-        assert!(check_record(0, next, &frame));
+        assert!(check_record(0, next, &frame.to_vec()));
         next += 1;
     }
     assert!(producer.wait().unwrap().success());
