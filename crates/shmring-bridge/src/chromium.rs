@@ -143,6 +143,27 @@ impl Chromium {
         self.console_lines("shmring-capture:")
     }
 
+    /// The capture page's progress lines so far, each with the time of day
+    /// Chromium logged it at, in seconds (from the log line's
+    /// `[pid:tid:MMDD/HHMMSS.micro:...]` prefix; lines without one are left
+    /// out).
+    pub fn page_log_timed(&self) -> Vec<(f64, String)> {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let time_of = |line: &str| -> Option<f64> {
+            let stamp = line.strip_prefix('[')?.split(':').nth(2)?.split_once('/')?.1;
+            let (hms, micro) = stamp.split_once('.')?;
+            let hms: u32 = hms.parse().ok()?;
+            let seconds = (hms / 10_000 * 3600 + hms / 100 % 100 * 60 + hms % 100) as f64;
+            Some(seconds + micro.parse::<f64>().ok()? / 1e6)
+        };
+        text.lines()
+            .filter_map(|line| {
+                let at = line.find("shmring-capture:")?;
+                Some((time_of(line)?, line[at..].trim_end_matches('"').to_string()))
+            })
+            .collect()
+    }
+
     /// The console messages so far that start with `prefix` (from the
     /// page or an extension), from `prefix` on.
     pub fn console_lines(&self, prefix: &str) -> Vec<String> {

@@ -280,3 +280,35 @@ fn a_file_truncated_replaced_or_swapped_for_a_link_closes_its_stream_only() {
     assert_eq!(stats["file_errors"], 3, "{stats}");
     assert_eq!(stats["abandoned"], 3, "each read given up became a skip record: {stats}");
 }
+
+#[test]
+fn a_profile_dir_off_tmpfs_is_warned_about_at_start_and_to_the_page() {
+    // The build's own directory is on disk, not tmpfs.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("profile-on-disk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let consumer = ring(16 << 20);
+    let fds = consumer.fds().inheritable().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shmring-bridge"))
+        .args(["--listen", "127.0.0.1:0", "--profile-dir", dir.to_str().unwrap(), "--no-pages"])
+        .env("SHMRING_FD", fds.spec())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(output.id() as i32);
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let output = output.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("profile directory is not on tmpfs"), "{stderr}");
+
+    let bridge = BridgeProcess::start(&consumer, &["--profile-dir", dir.to_str().unwrap()]);
+    let mut page = FilePage::create(&bridge, &dir.join("frames"), 2 << 20);
+    let answer = page.declare_file();
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert!(answer["warning"].as_str().unwrap().contains("not on tmpfs"), "{answer}");
+    drop(bridge);
+    let _ = std::fs::remove_dir_all(&dir);
+}

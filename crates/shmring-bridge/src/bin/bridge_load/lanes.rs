@@ -4,6 +4,11 @@
 //! then sending as WebSocket payloads, then through the file lane. For
 //! each: Chromium's CPU (all its processes) and the bridge's CPU per frame
 //! (per audio chunk), beside a plain copy of one frame in this process.
+//!
+//! The file lane runs twice: with the profile on `/dev/shm` (tmpfs of 4 KiB
+//! pages), and on a tmpfs mounted with `huge=within_size` (2 MiB pages: a
+//! frame's `pwrite` and `pread` then walk two pages, not 760), when this
+//! process may mount one (root); `pwrite`/`pread` floors for both.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,16 +25,49 @@ use super::{Args, BridgeChild};
 struct Phase {
     lane: &'static str,
     kind: &'static str,
+    /// The profile on the huge-page tmpfs.
+    huge: bool,
+    /// Against the bridge binary given with `--compare-bridge` (an earlier
+    /// build, say) instead of this build's.
+    other_bridge: bool,
 }
 
-const PHASES: [Phase; 6] = [
-    Phase { lane: "capture-only", kind: "video" },
-    Phase { lane: "websocket", kind: "video" },
-    Phase { lane: "file", kind: "video" },
-    Phase { lane: "capture-only", kind: "audio" },
-    Phase { lane: "websocket", kind: "audio" },
-    Phase { lane: "file", kind: "audio" },
+const PHASES: [Phase; 8] = [
+    Phase { lane: "capture-only", kind: "video", huge: false, other_bridge: false },
+    Phase { lane: "websocket", kind: "video", huge: false, other_bridge: false },
+    Phase { lane: "websocket", kind: "video", huge: false, other_bridge: true },
+    Phase { lane: "file", kind: "video", huge: false, other_bridge: false },
+    Phase { lane: "file", kind: "video", huge: true, other_bridge: false },
+    Phase { lane: "capture-only", kind: "audio", huge: false, other_bridge: false },
+    Phase { lane: "websocket", kind: "audio", huge: false, other_bridge: false },
+    Phase { lane: "file", kind: "audio", huge: false, other_bridge: false },
 ];
+
+/// A tmpfs mounted with 2 MiB pages for the browsers' profiles, unmounted
+/// on drop.
+struct HugeTmpfs(PathBuf);
+
+impl HugeTmpfs {
+    fn mount(dir: PathBuf) -> Result<HugeTmpfs, String> {
+        use nix::mount::{mount, MsFlags};
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let options = "size=4g,mode=0700,huge=within_size";
+        match mount(Some("tmpfs"), &dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(options)) {
+            Ok(()) => Ok(HugeTmpfs(dir)),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(format!("cannot mount a tmpfs with huge pages ({e}); run as root for this phase"))
+            }
+        }
+    }
+}
+
+impl Drop for HugeTmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount(&self.0);
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
 
 /// Bytes of a 1080p I420 message (header and planes).
 const FRAME_LEN: usize = 128 + 1920 * 1080 * 3 / 2;
@@ -92,16 +130,29 @@ fn file_copies_per_frame(dir: &Path) -> (Duration, Duration) {
     (write, read)
 }
 
-/// The latest progress line's count of `kind` frames the page handled
-/// (`sent`, or `captured` where it sends nothing).
+/// A progress line's count of `kind` frames the page handled (`sent`, or
+/// `captured` where it sends nothing).
+fn line_count(line: &str, kind: &str, field: &str) -> Option<u64> {
+    let at = line.find(&format!("{kind}#"))?;
+    let start = at + line[at..].find('{')?;
+    let end = start + line[start..].find('}')? + 1;
+    let stats: serde_json::Value = serde_json::from_str(&line[start..end]).ok()?;
+    stats[field].as_u64()
+}
+
+/// The latest progress line's count.
 fn page_count(page: &[String], kind: &str, field: &str) -> Option<u64> {
-    page.iter().rev().find_map(|line| {
-        let at = line.find(&format!("{kind}#"))?;
-        let start = at + line[at..].find('{')?;
-        let end = start + line[start..].find('}')? + 1;
-        let stats: serde_json::Value = serde_json::from_str(&line[start..end]).ok()?;
-        stats[field].as_u64()
-    })
+    page.iter().rev().find_map(|line| line_count(line, kind, field))
+}
+
+/// The page's own rate of handled frames between the first and the last
+/// progress line of `lines` (the lines it logged during a window), timed by
+/// Chromium's log stamps.
+fn page_rate(lines: &[(f64, String)], kind: &str, field: &str) -> Option<f64> {
+    let counted: Vec<(f64, u64)> =
+        lines.iter().filter_map(|(t, line)| Some((*t, line_count(line, kind, field)?))).collect();
+    let (first, last) = (counted.first()?, counted.last()?);
+    (last.0 > first.0).then(|| (last.1 - first.1) as f64 / (last.0 - first.0))
 }
 
 struct Measured {
@@ -121,8 +172,7 @@ fn measure(
     seconds: f64,
 ) -> Result<Measured, String> {
     let other = if phase.kind == "video" { "audio" } else { "video" };
-    let query =
-        format!("width=1920&height=1080&fps=30&seconds={}&lane={}&{other}=0&report=100", seconds + 8.0, phase.lane);
+    let query = format!("width=1920&height=1080&fps=30&seconds={}&lane={}&{other}=0", seconds + 8.0, phase.lane);
     let launch = Launch { profile: Some(profile), extra_args: Vec::new() };
     let browser = Chromium::launch_with(binary, &chromium::capture_url(bridge.addr, &query), &launch)
         .map_err(|e| format!("launching Chromium: {e}"))?;
@@ -145,8 +195,7 @@ fn measure(
             first = Some(Instant::now());
         }
     }
-    let before =
-        (process_usage::of_tree(browser.pid()), bridge.usage(), page_count(&browser.page_log(), phase.kind, field));
+    let before = (process_usage::of_tree(browser.pid()), bridge.usage(), browser.page_log_timed().len());
     let start = Instant::now();
     let mut records = 0u64;
     let mut bad = 0u64;
@@ -163,15 +212,20 @@ fn measure(
         }
     }
     let wall = start.elapsed().as_secs_f64();
-    let after =
-        (process_usage::of_tree(browser.pid()), bridge.usage(), page_count(&browser.page_log(), phase.kind, field));
+    let after = (process_usage::of_tree(browser.pid()), bridge.usage(), browser.page_log_timed());
     let page = browser.page_log();
     drop(browser);
     while let Ok(Some(_)) = consumer.try_recv() {}
     if bad > 0 {
         return Err(format!("{bad} bad records"));
     }
-    let frames = if sends { records } else { after.2.unwrap_or(0).saturating_sub(before.2.unwrap_or(0)) };
+    // Where nothing reaches the ring, the page's own count gives the rate.
+    let in_window = &after.2[before.2.min(after.2.len())..];
+    let frames = if sends {
+        records
+    } else {
+        (page_rate(in_window, phase.kind, field).ok_or("no progress lines in the window")? * wall).round() as u64
+    };
     let lane_line = page.iter().find(|l| l.contains(&format!("{} lane ", phase.kind))).cloned().unwrap_or_default();
     let cpu = |a: Usage, b: Usage| b.cpu.saturating_sub(a.cpu);
     Ok(Measured { frames, seconds: wall, chromium: cpu(before.0, after.0), bridge: cpu(before.1, after.1), lane_line })
@@ -187,11 +241,21 @@ pub fn run(args: &Args) -> serde_json::Value {
     let profiles = chromium::fresh_profile_dir();
     std::fs::create_dir_all(&profiles).expect("the profiles' directory");
     let consumer = Consumer::create_anonymous(&RingOptions::with_capacity(64 << 20)).expect("ring");
-    let bridge = BridgeChild::start_with(&consumer, args, &["--profile-dir".into(), profiles.display().to_string()]);
-    let memcpy = memcpy_per_frame();
+    let huge = HugeTmpfs::mount(std::env::temp_dir().join(format!("shmring-huge-profiles-{}", std::process::id())));
+    let mut bridge_args = vec!["--profile-dir".to_string(), profiles.display().to_string()];
+    if let Ok(huge) = &huge {
+        bridge_args.extend(["--profile-dir".to_string(), huge.0.display().to_string()]);
+    }
+    let bridge = BridgeChild::start_with(&consumer, args, &bridge_args);
+    let other_bridge = args.compare_bridge.as_ref().map(|path| BridgeChild::start_binary(&consumer, path));
+    let mut memcpy = memcpy_per_frame();
     let (pwrite, pread) = file_copies_per_frame(&profiles);
+    let huge_copies = huge.as_ref().ok().map(|h| file_copies_per_frame(&h.0));
     let seconds = args.chromium_seconds;
-    println!("\nchromium lanes: 1080p30 camera, then microphone, {seconds} s each, back to back ...");
+    let rounds = args.rounds.max(1);
+    println!(
+        "\nchromium lanes: 1080p30 camera, then microphone, {seconds} s each, back to back, {rounds} round(s) ..."
+    );
     let ms = |d: Duration, n: u64| d.as_secs_f64() * 1e3 / n.max(1) as f64;
     let mut rows = Vec::new();
     let mut baseline: Option<f64> = None;
@@ -199,9 +263,41 @@ pub fn run(args: &Args) -> serde_json::Value {
         "  {:<13} {:<6} {:>7} {:>22} {:>24}  lane",
         "lane", "track", "per s", "Chromium ms per frame", "bridge ms per frame"
     );
-    for phase in &PHASES {
-        let profile = profiles.join(format!("{}-{}", phase.lane, phase.kind));
-        let measured = match measure(&binary, &bridge, &consumer, profile, phase, seconds) {
+    // Each round measures every phase once, its ratios against its own
+    // capture-only runs and its own memcpy: load that comes and goes on a
+    // shared machine then moves a round, not one lane against another.
+    let phases = (0..rounds).flat_map(|round| PHASES.iter().map(move |phase| (round, phase)));
+    let mut last_round = usize::MAX;
+    for (round, phase) in phases {
+        if round != last_round {
+            if round > 0 {
+                memcpy = memcpy_per_frame();
+            }
+            last_round = round;
+            baseline = None;
+        }
+        let name = format!(
+            "{}{}{}",
+            phase.lane,
+            if phase.huge { " 2M" } else { "" },
+            if phase.other_bridge { " (cmp)" } else { "" }
+        );
+        let bridge = match (&other_bridge, phase.other_bridge) {
+            (_, false) => &bridge,
+            (Some(other), true) => other,
+            (None, true) => continue,
+        };
+        let base = match (&huge, phase.huge) {
+            (_, false) => &profiles,
+            (Ok(huge), true) => &huge.0,
+            (Err(e), true) => {
+                println!("  {name:<13} {:<6} skipped: {e}", phase.kind);
+                rows.push(json!({"lane": phase.lane, "kind": phase.kind, "huge_pages": true, "skipped": e}));
+                continue;
+            }
+        };
+        let profile = base.join(format!("{}-{}", phase.lane, phase.kind));
+        let measured = match measure(&binary, bridge, &consumer, profile, phase, seconds) {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("chromium lanes: {} {}: {e}", phase.lane, phase.kind);
@@ -218,7 +314,7 @@ pub fn run(args: &Args) -> serde_json::Value {
         let vs_memcpy = bridge_ms / (memcpy.as_secs_f64() * 1e3);
         println!(
             "  {:<13} {:<6} {:>7.1} {:>12.2} ({:>4.2}x cap) {:>12.3} ({:>5.2}x cpy)  {}",
-            phase.lane,
+            name,
             phase.kind,
             measured.frames as f64 / measured.seconds,
             chromium_ms,
@@ -228,8 +324,13 @@ pub fn run(args: &Args) -> serde_json::Value {
             measured.lane_line.split_once(" lane ").map_or("", |(_, l)| l).trim_end_matches('"'),
         );
         rows.push(json!({
+            "round": round,
+            "name": name,
+            "memcpy_ms": memcpy.as_secs_f64() * 1e3,
             "lane": phase.lane,
             "kind": phase.kind,
+            "huge_pages": phase.huge,
+            "bridge": if phase.other_bridge { args.compare_bridge.as_ref().map(|p| p.display().to_string()) } else { None },
             "seconds": measured.seconds,
             "frames": measured.frames,
             "per_second": measured.frames as f64 / measured.seconds,
@@ -239,6 +340,21 @@ pub fn run(args: &Args) -> serde_json::Value {
             "bridge_vs_memcpy_of_a_1080p_frame": vs_memcpy,
             "page_lane": measured.lane_line,
         }));
+    }
+    let summary = medians(&rows);
+    if rounds > 1 {
+        println!("  median of {rounds} rounds (ratios taken within each round):");
+        for row in &summary {
+            println!(
+                "  {:<17} {:<6} {:>12.2} ({:>4.2}x cap) {:>12.3} ({:>5.2}x cpy)",
+                row["name"].as_str().unwrap_or(""),
+                row["kind"].as_str().unwrap_or(""),
+                row["chromium_cpu_ms_per_frame"].as_f64().unwrap_or(f64::NAN),
+                row["chromium_vs_capture_only"].as_f64().unwrap_or(f64::NAN),
+                row["bridge_cpu_ms_per_frame"].as_f64().unwrap_or(f64::NAN),
+                row["bridge_vs_memcpy_of_a_1080p_frame"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
     }
     let per = |d: Duration| d.as_secs_f64() * 1e3;
     println!("  one 1080p frame (3,110,528 bytes) in this process, out of cache:");
@@ -250,13 +366,70 @@ pub fn run(args: &Args) -> serde_json::Value {
         per(pread),
         per(pread) / per(memcpy)
     );
+    if let Some((w, r)) = huge_copies {
+        println!(
+            "    on the huge-page tmpfs: pwrite {:.3} ms ({:.2}x); pread {:.3} ms ({:.2}x)",
+            per(w),
+            per(w) / per(memcpy),
+            per(r),
+            per(r) / per(memcpy)
+        );
+    }
     let bridge_stats = bridge.stop();
+    if let Some(other) = other_bridge {
+        other.stop();
+    }
     let _ = std::fs::remove_dir_all(&profiles);
+    drop(huge);
     json!({
         "memcpy_ms_per_1080p_frame": per(memcpy),
         "tmpfs_pwrite_ms_per_1080p_frame": per(pwrite),
         "tmpfs_pread_ms_per_1080p_frame": per(pread),
+        "huge_tmpfs_pwrite_ms_per_1080p_frame": huge_copies.map(|(w, _)| per(w)),
+        "huge_tmpfs_pread_ms_per_1080p_frame": huge_copies.map(|(_, r)| per(r)),
         "phases": rows,
+        "medians": summary,
         "bridge_stats": bridge_stats,
     })
+}
+
+/// Per phase (by name and track), the median over rounds of each figure.
+fn medians(rows: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    const FIGURES: [&str; 5] = [
+        "chromium_cpu_ms_per_frame",
+        "chromium_vs_capture_only",
+        "bridge_cpu_ms_per_frame",
+        "bridge_vs_memcpy_of_a_1080p_frame",
+        "per_second",
+    ];
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for row in rows.iter().filter(|r| r.get("frames").is_some()) {
+        let key = (row["name"].as_str().unwrap_or("").to_string(), row["kind"].as_str().unwrap_or("").to_string());
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys.into_iter()
+        .map(|(name, kind)| {
+            let mut out = serde_json::Map::new();
+            out.insert("name".into(), json!(name));
+            out.insert("kind".into(), json!(kind));
+            for figure in FIGURES {
+                let mut values: Vec<f64> = rows
+                    .iter()
+                    .filter(|r| r["name"] == name.as_str() && r["kind"] == kind.as_str())
+                    .filter_map(|r| r[figure].as_f64())
+                    .collect();
+                values.sort_by(f64::total_cmp);
+                let median = match values.len() {
+                    0 => f64::NAN,
+                    n if n % 2 == 1 => values[n / 2],
+                    n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+                };
+                out.insert(figure.into(), json!(median));
+                out.insert(format!("{figure}_all"), json!(values));
+            }
+            serde_json::Value::Object(out)
+        })
+        .collect()
 }

@@ -68,9 +68,18 @@ struct Args {
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bridge-load.json")]
     json: PathBuf,
+    /// Rounds of the browser's lanes (each lane once per round; medians
+    /// printed when more than one).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Measure the browser's lanes only (no many-connection load run).
     #[arg(long)]
     skip_load: bool,
+    /// Also measure WebSocket payloads through this bridge binary (an
+    /// earlier `shmring-bridge` build, attached from SHMRING_FD), beside
+    /// this build's, in the same run.
+    #[arg(long)]
+    compare_bridge: Option<PathBuf>,
     /// Internal: run as the bridge process (descriptors in SHMRING_FD).
     #[arg(long, hide = true)]
     serve_bridge: bool,
@@ -141,14 +150,27 @@ impl BridgeChild {
         BridgeChild::start_with(consumer, args, &[])
     }
 
+    /// Another bridge binary (`shmring-bridge`), on an ephemeral port.
+    fn start_binary(consumer: &RingConsumer, binary: &std::path::Path) -> BridgeChild {
+        let mut command = Command::new(binary);
+        command.args(["--listen", "127.0.0.1:0"]);
+        BridgeChild::spawn(consumer, command)
+    }
+
     /// The bridge role with `extra` arguments.
     fn start_with(consumer: &RingConsumer, args: &Args, extra: &[String]) -> BridgeChild {
-        let fds = consumer.fds().inheritable().expect("inheritable descriptors");
         let mut command = Command::new(std::env::current_exe().unwrap());
         command.arg("--serve-bridge").arg("--connections").arg(args.connections.to_string()).args(extra);
         if let Some(workers) = args.workers {
             command.arg("--workers").arg(workers.to_string());
         }
+        BridgeChild::spawn(consumer, command)
+    }
+
+    /// Runs `command` as a bridge of `consumer`'s ring (descriptors in
+    /// SHMRING_FD) and reads the address it prints first.
+    fn spawn(consumer: &RingConsumer, mut command: Command) -> BridgeChild {
+        let fds = consumer.fds().inheritable().expect("inheritable descriptors");
         let mut child = command
             .env("SHMRING_FD", fds.spec())
             .env("RUST_LOG", "warn")
