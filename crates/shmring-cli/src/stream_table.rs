@@ -32,7 +32,7 @@ const FORMAT: &str = "shmring-streams/1";
 const MAX_SHORT_TEXT: usize = 256;
 
 /// What a stream carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StreamKind {
     Video,
     Audio,

@@ -177,8 +177,8 @@ fn stat_refuses_a_forged_stream_table_and_ignores_another_consumers() {
     assert!(stat().succeeds().stdout.contains("streams     unknown (the consumer publishes none)"));
 
     // `cat` consumes and publishes nothing: whatever lies there is foreign.
-    let cat = sandbox.spawn(&["cat", &name, "--seconds", "30"]);
-    let _cat = common::KillOnDrop(cat.id());
+    let mut cat = sandbox.spawn(&["cat", &name, "--seconds", "30"]);
+    let cat_guard = common::KillOnDrop(cat.id());
     sandbox.wait_for_consumer(&name);
     let pid: u64 = serde_json::from_str::<serde_json::Value>(&sandbox.run(&["stat", &name, "--json"]).stdout).unwrap()
         ["consumer"]["pid"]
@@ -214,5 +214,8 @@ fn stat_refuses_a_forged_stream_table_and_ignores_another_consumers() {
     let json = sandbox.run(&["stat", &name, "--json"]);
     assert!(json.succeeds().stdout.contains("\"streams_state\": \"refused: "), "no hang on a FIFO: {}", json.stdout);
     std::fs::remove_file(&table).unwrap();
+    cat_guard.disarm();
+    cat.kill().unwrap();
+    cat.wait().unwrap();
     sandbox.run(&["rm", &name]).succeeds();
 }

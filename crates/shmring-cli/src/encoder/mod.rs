@@ -297,7 +297,10 @@ impl<'c> Encoder<'c> {
             KIND_ANNOUNCE => {
                 self.unassigned.announcements += 1;
                 match Announcement::parse(&frame) {
-                    Ok(announcement) => self.streams.announce(announcement.stream_id, announcement.label),
+                    Ok(a) => {
+                        let kind = if a.kind == KIND_VIDEO { StreamKind::Video } else { StreamKind::Audio };
+                        self.streams.announce(a.stream_id, kind, a.label);
+                    }
                     Err(error) => tracing::debug!(%error, "invalid announcement"),
                 }
             }
@@ -457,7 +460,7 @@ impl<'c> Encoder<'c> {
     fn stream_rows(&self) -> Vec<(StreamRow, usize)> {
         let mut rows = Vec::new();
         for (id, stream) in self.streams.iter() {
-            let Some(mut row) = self.streams.row(id) else { continue };
+            let Some(mut row) = self.streams.row(id, stream.kind) else { continue };
             if let Some(recorder) = self.recorders.get(stream.participant) {
                 let c = &recorder.counters;
                 (row.used, row.dropped) = match stream.kind {
@@ -511,7 +514,12 @@ impl<'c> Encoder<'c> {
             .stream_rows()
             .into_iter()
             .map(|(row, participant)| StreamReport {
-                mixed: self.mixer.as_ref().and_then(|m| m.input(row.id)).cloned(),
+                mixed: self
+                    .mixer
+                    .as_ref()
+                    .filter(|_| row.kind == StreamKind::Audio)
+                    .and_then(|m| m.input(row.id))
+                    .cloned(),
                 row,
                 participant,
             })

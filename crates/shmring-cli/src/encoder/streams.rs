@@ -1,6 +1,8 @@
-//! The streams of a ring as the encoder learns them: each stream id's
-//! kind, label (from its announce record) and counters, and which
-//! participant it belongs to.
+//! The streams of a ring as the encoder learns them: each stream's label
+//! (from its announce record) and counters, and which participant it
+//! belongs to. A stream is a stream id and a kind: producers number their
+//! video and audio streams independently (a camera and a microphone may
+//! both be stream 1).
 //!
 //! A participant is what one file records: a video stream and the audio
 //! stream paired with it. Streams pair by the participant their labels
@@ -45,9 +47,9 @@ pub struct Participant {
 /// Every stream seen, and the participants they make.
 #[derive(Debug, Default)]
 pub struct Streams {
-    streams: BTreeMap<u32, Stream>,
+    streams: BTreeMap<(u32, StreamKind), Stream>,
     /// Labels announced for streams that have sent nothing yet.
-    labels: BTreeMap<u32, String>,
+    labels: BTreeMap<(u32, StreamKind), String>,
     pub participants: Vec<Participant>,
     /// Pair every stream into one participant, whatever the labels say
     /// (the streams were chosen by id).
@@ -74,13 +76,14 @@ impl Streams {
         Streams { ignore_labels, ..Streams::default() }
     }
 
-    /// Takes stream `id`'s announced label.
-    pub fn announce(&mut self, id: u32, label: String) {
-        match self.streams.get_mut(&id) {
+    /// Takes the announced label of stream `id` of `kind`.
+    pub fn announce(&mut self, id: u32, kind: StreamKind, label: String) {
+        let key = (id, kind);
+        match self.streams.get_mut(&key) {
             // Already paired: the new label is shown, the pairing stays.
             Some(stream) => stream.label = Some(label),
-            None if self.labels.len() < MAX_PENDING_LABELS || self.labels.contains_key(&id) => {
-                self.labels.insert(id, label);
+            None if self.labels.len() < MAX_PENDING_LABELS || self.labels.contains_key(&key) => {
+                self.labels.insert(key, label);
             }
             None => {}
         }
@@ -89,8 +92,9 @@ impl Streams {
     /// Counts a record of stream `id` (frame `number`, `bytes` long,
     /// carrying `format`) and gives the stream, paired on its first record.
     pub fn record(&mut self, id: u32, kind: StreamKind, number: u64, bytes: usize, format: String) -> &Stream {
-        if !self.streams.contains_key(&id) {
-            let label = self.labels.remove(&id);
+        let key = (id, kind);
+        if !self.streams.contains_key(&key) {
+            let label = self.labels.remove(&key);
             let participant = self.pair(id, kind, label.as_deref());
             let stream = Stream {
                 kind,
@@ -103,9 +107,9 @@ impl Streams {
                 last_at: Instant::now(),
                 participant,
             };
-            self.streams.insert(id, stream);
+            self.streams.insert(key, stream);
         }
-        let stream = self.streams.get_mut(&id).expect("inserted above");
+        let stream = self.streams.get_mut(&key).expect("inserted above");
         stream.records += 1;
         stream.bytes += bytes as u64;
         if let Some(last) = stream.last_number {
@@ -141,17 +145,18 @@ impl Streams {
     }
 
     #[cfg(test)]
-    pub fn get(&self, id: u32) -> Option<&Stream> {
-        self.streams.get(&id)
+    pub fn get(&self, id: u32, kind: StreamKind) -> Option<&Stream> {
+        self.streams.get(&(id, kind))
     }
 
+    /// Every stream, by id (video before audio for one id).
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Stream)> {
-        self.streams.iter().map(|(id, s)| (*id, s))
+        self.streams.iter().map(|((id, _), s)| (*id, s))
     }
 
     /// A stream's row of the published table (without what recorders add).
-    pub fn row(&self, id: u32) -> Option<StreamRow> {
-        let s = self.streams.get(&id)?;
+    pub fn row(&self, id: u32, kind: StreamKind) -> Option<StreamRow> {
+        let s = self.streams.get(&(id, kind))?;
         Some(StreamRow {
             id,
             kind: s.kind,
@@ -179,10 +184,10 @@ mod tests {
     #[test]
     fn streams_pair_by_the_participant_their_labels_name() {
         let mut streams = Streams::new(false);
-        streams.announce(1, label("alice", "video"));
-        streams.announce(2, label("bob", "audio"));
-        streams.announce(3, label("alice", "audio"));
-        streams.announce(4, label("bob", "video"));
+        streams.announce(1, StreamKind::Video, label("alice", "video"));
+        streams.announce(2, StreamKind::Audio, label("bob", "audio"));
+        streams.announce(3, StreamKind::Audio, label("alice", "audio"));
+        streams.announce(4, StreamKind::Video, label("bob", "video"));
         // Audio of bob comes first; alice's video, then her audio.
         assert_eq!(streams.record(2, StreamKind::Audio, 0, 100, String::new()).participant, 0);
         assert_eq!(streams.record(1, StreamKind::Video, 0, 100, String::new()).participant, 1);
@@ -200,18 +205,18 @@ mod tests {
         assert_eq!(streams.record(2, StreamKind::Audio, 0, 1, String::new()).participant, 0);
         assert_eq!(streams.record(5, StreamKind::Video, 0, 1, String::new()).participant, 1);
         // Plain labels name their own participant.
-        streams.announce(6, "camera".into());
+        streams.announce(6, StreamKind::Video, "camera".into());
         assert_eq!(streams.record(6, StreamKind::Video, 0, 1, String::new()).participant, 2);
     }
 
     #[test]
     fn chosen_streams_pair_whatever_their_labels() {
         let mut streams = Streams::new(true);
-        streams.announce(1, "camera".into());
-        streams.announce(2, "microphone".into());
+        streams.announce(1, StreamKind::Video, "camera".into());
+        streams.announce(2, StreamKind::Audio, "microphone".into());
         assert_eq!(streams.record(1, StreamKind::Video, 0, 1, String::new()).participant, 0);
         assert_eq!(streams.record(2, StreamKind::Audio, 0, 1, String::new()).participant, 0);
-        assert_eq!(streams.get(2).unwrap().label.as_deref(), Some("microphone"));
+        assert_eq!(streams.get(2, StreamKind::Audio).unwrap().label.as_deref(), Some("microphone"));
     }
 
     #[test]
@@ -220,10 +225,22 @@ mod tests {
         for number in [0, 1, 4, 2, u64::MAX, 0] {
             streams.record(1, StreamKind::Video, number, 10, "2x2 I420".into());
         }
-        let stream = streams.get(1).unwrap();
+        let stream = streams.get(1, StreamKind::Video).unwrap();
         assert_eq!((stream.records, stream.bytes), (6, 60));
         assert_eq!(stream.missing, 2 + (u64::MAX - 3));
         streams.record(1, StreamKind::Video, u64::MAX, 10, "2x2 I420".into());
-        assert_eq!(streams.get(1).unwrap().missing, u64::MAX, "saturates");
+        assert_eq!(streams.get(1, StreamKind::Video).unwrap().missing, u64::MAX, "saturates");
+    }
+
+    #[test]
+    fn a_camera_and_a_microphone_may_share_a_stream_id() {
+        let mut streams = Streams::new(false);
+        for n in 0..3 {
+            streams.record(1, StreamKind::Video, n, 10, String::new());
+            streams.record(1, StreamKind::Audio, n * 2, 10, String::new());
+        }
+        assert_eq!(streams.get(1, StreamKind::Video).unwrap().missing, 0);
+        assert_eq!(streams.get(1, StreamKind::Audio).unwrap().missing, 2);
+        assert_eq!(streams.participants.len(), 1, "paired");
     }
 }
