@@ -129,6 +129,53 @@ fn peer() {
             }
             std::thread::sleep(Duration::from_secs(3600));
         }
+        "claim-then-commit" => {
+            // SAFETY: the parent passed these descriptors in SHMRING_FD.
+            let mut producer = unsafe { Producer::from_env() }.unwrap();
+            let mut r = producer.reserve(1_000).unwrap();
+            write_record(7, 0, &mut r);
+            r.set_kind(7);
+            ready(&format!("claimed {}", r.position()));
+            // The parent stops us here for a while.
+            std::thread::sleep(Duration::from_millis(500));
+            r.commit();
+        }
+        "join-and-hang" => {
+            // A full table is freed by the consumer: retry for a while.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            // SAFETY: the parent passed these descriptors in SHMRING_FD.
+            let fds = unsafe { shmring::RingFds::from_env() }.unwrap();
+            let _producer = loop {
+                match Producer::attach(fds.try_clone().unwrap()) {
+                    Ok(producer) => break producer,
+                    Err(Error::TooManyProducers { .. }) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Err(e) => panic!("join: {e}"),
+                }
+            };
+            ready("joined");
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        "leader-exits" => {
+            // Tests run on a thread of their own: the main thread (the
+            // leader, tid == pid) waits for it. A signal handled on the
+            // main thread ends that thread alone, as `pthread_exit` in
+            // `main` would; this one keeps the process alive.
+            extern "C" fn exit_this_thread(_: libc::c_int) {
+                // SAFETY: SYS_exit ends only the calling thread.
+                unsafe { libc::syscall(libc::SYS_exit, 0) };
+            }
+            // SAFETY: installs a handler that only makes a syscall, then
+            // signals our own main thread.
+            unsafe {
+                libc::signal(libc::SIGUSR1, exit_this_thread as *const () as libc::sighandler_t);
+                let pid = libc::getpid();
+                libc::syscall(libc::SYS_tgkill, pid, pid, libc::SIGUSR1);
+            }
+            ready("threads running");
+            std::thread::sleep(Duration::from_secs(3600));
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -273,22 +320,27 @@ fn producer_killed_between_claim_and_commit_does_not_wedge_the_consumer() {
     let line = wait_for_line(&mut hung, "claimed ");
     assert_eq!(line, "claimed 0", "the hung claim is the head record");
     let mut survivor = spawn_peer("survivor", Some(inherit.spec()), &producer_env(0, 500, 64 << 10));
-    // Alive: its claim holds the head, nothing is delivered past it.
-    assert!(consumer.recv_timeout(Duration::from_millis(600)).unwrap().is_none(), "a live claim was skipped");
+    // Alive: its claim is stepped around, never skipped; `read` waits at it.
+    let frame = consumer.recv_timeout(Duration::from_secs(10)).unwrap().expect("records after a live claim arrive");
+    assert_eq!(frame.sequence(), 0);
+    assert!(check_record(0, 0, &frame));
+    drop(frame);
+    assert_eq!(consumer.stats().read, 0, "the live claim's space stays reserved");
     let killed_at = Instant::now();
     kill_peer(&mut hung);
-    let got = receive_until(&consumer, 1, 500, || true);
-    let all_after_kill = killed_at.elapsed();
-    let first_after_kill = got.first_at.expect("records arrived") - killed_at;
+    let mut next = 1;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while next < 500 || consumer.stats().recovered == 0 {
+        assert!(Instant::now() < deadline, "survivor at {next}");
+        let Some(frame) = consumer.recv_timeout(Duration::from_millis(50)).unwrap() else { continue };
+        assert_eq!(frame.sequence(), next, "survivor lost or out of order");
+        assert!(check_record(0, next, &frame), "survivor record {next} corrupt");
+        next += 1;
+    }
     assert!(survivor.wait().unwrap().success());
     let stats = consumer.stats();
-    assert_eq!(stats.recovered, 1);
-    println!(
-        "delivered {} survivor records; the first {first_after_kill:?} after the kill, all {all_after_kill:?} after",
-        got.next[0]
-    );
-    // The default stall timeout (250 ms) plus scheduling, never a wedge.
-    assert!(first_after_kill < Duration::from_millis(250) + STALL_MARGIN, "{first_after_kill:?}");
+    assert_eq!((stats.recovered, stats.stalls, stats.corrupt), (1, 1, 0), "{stats:?}");
+    println!("all survivor records {:?} after the kill", killed_at.elapsed());
 }
 
 #[test]
@@ -300,36 +352,84 @@ fn slow_producer_paused_past_the_stall_timeout_is_never_skipped() {
     let mut slow = spawn_peer_with("slow-claim", Some(inherit.spec()), &env, Stdio::piped());
     wait_for_line(&mut slow, "claimed");
     let mut survivor = spawn_peer("survivor", Some(inherit.spec()), &producer_env(0, 100, 4096));
-    let first = consumer.recv_timeout(Duration::from_secs(10)).unwrap().expect("the slow record arrives");
-    assert_eq!(first.kind(), 7, "the slow producer's record comes first, not skipped");
-    assert!(check_record(7, 0, &first));
-    drop(first);
-    let got = receive_until(&consumer, 1, 100, || true);
-    assert_eq!(got.next[0], 100);
+    let mut late = None;
+    let mut next = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next < 100 || late.is_none() {
+        assert!(Instant::now() < deadline, "survivor at {next}, slow record {}", late.is_some());
+        let Some(frame) = consumer.recv_timeout(Duration::from_millis(50)).unwrap() else { continue };
+        if frame.kind() == 7 {
+            assert!(check_record(7, 0, &frame), "the slow record is corrupt");
+            late = Some(frame.is_late());
+            continue;
+        }
+        assert_eq!(frame.sequence(), next);
+        assert!(check_record(0, next, &frame));
+        next += 1;
+    }
+    assert_eq!(late, Some(true), "the slow record arrives, after the records behind it, flagged");
     assert!(slow.wait().unwrap().success() && survivor.wait().unwrap().success());
     assert_eq!(consumer.stats().recovered, 0);
 }
 
 #[test]
-fn producer_in_another_pid_namespace_killed_mid_claim_is_presumed_dead_after_the_longer_timeout() {
-    // Its pid (1, inside its namespace) names init out here: a pid check
-    // would call it alive forever and wedge the ring.
-    let mut consumer = Consumer::create_anonymous(&RingOptions::with_capacity(4 << 20)).unwrap();
-    consumer.set_unverifiable_stall_timeout(Duration::from_millis(1500));
-    let inherit = consumer.fds().inheritable().unwrap();
-    let mut hung = spawn_peer_in_pid_namespace("claim-and-hang", Some(inherit.spec()), &[], Stdio::piped());
+fn producer_in_its_own_pid_namespace_killed_mid_claim_is_skipped_once_its_liveness_descriptor_hangs_up() {
+    // Its pid (1, inside its namespace) names init out here: only its
+    // liveness descriptor can tell the consumer it died.
+    let stall = Duration::from_millis(100);
+    let options = RingOptions { stall_timeout: stall, ..RingOptions::with_capacity(4 << 20) };
+    let consumer = Consumer::create_anonymous(&options).unwrap();
+    let mut hung = spawn_watched_peer_in_pid_namespace("claim-and-hang", &consumer, &[], Stdio::piped());
     assert_eq!(wait_for_line(&mut hung, "claimed "), "claimed 0");
-    let mut survivor = spawn_peer("survivor", Some(inherit.spec()), &producer_env(0, 200, 16 << 10));
-    // Past the ordinary stall timeout (250 ms), short of the longer one:
-    // the claim is still waited for.
-    assert!(consumer.recv_timeout(Duration::from_millis(800)).unwrap().is_none(), "an unverifiable claim was skipped");
-    let killed_at = Instant::now();
-    kill_peer(&mut hung);
-    let got = receive_until(&consumer, 1, 200, || true);
-    assert_eq!(got.next[0], 200);
+    let inherit = consumer.fds().inheritable().unwrap();
+    const COUNT: u64 = 400;
+    let mut env = producer_env(0, COUNT, 16 << 10);
+    env.push(("SHMRING_TEST_PACE_US", "2000".to_string()));
+    let started = Instant::now();
+    let mut survivor = spawn_peer("survivor", Some(inherit.spec()), &env);
+    let mut next = 0;
+    let mut first = None;
+    let mut max_gap = Duration::ZERO;
+    let mut last = Instant::now();
+    let mut killed_at = None;
+    let mut recovered_after = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next < COUNT || recovered_after.is_none() {
+        assert!(Instant::now() < deadline, "survivor at {next}, recovered {recovered_after:?}");
+        if next == COUNT / 2 && killed_at.is_none() {
+            kill_peer(&mut hung);
+            killed_at = Some(Instant::now());
+        }
+        if let (Some(at), None) = (killed_at, recovered_after) {
+            if consumer.stats().recovered == 1 {
+                recovered_after = Some(at.elapsed());
+            }
+        }
+        let Some(frame) = consumer.recv_timeout(Duration::from_millis(10)).unwrap() else { continue };
+        let now = Instant::now();
+        first.get_or_insert(now - started);
+        if next > 0 {
+            max_gap = max_gap.max(now - last);
+        }
+        last = now;
+        assert_eq!(frame.sequence(), next, "survivor lost or out of order");
+        assert!(check_record(0, next, &frame), "survivor record {next} corrupt");
+        next += 1;
+    }
     assert!(survivor.wait().unwrap().success());
-    assert_eq!(consumer.stats().recovered, 1);
-    println!("all survivor records {:?} after the kill", killed_at.elapsed());
+    let stats = consumer.stats();
+    assert_eq!((stats.recovered, stats.corrupt, stats.stuck), (1, 0, 0), "{stats:?}");
+    assert_eq!(stats.read, stats.write, "the killed claim's space is free again");
+    println!(
+        "stall check {stall:?}: first survivor frame {:?} after its producer started (stalled behind the claim), \
+         largest gap between survivor frames {max_gap:?}; hang-up to skip {:?}",
+        first.unwrap(),
+        recovered_after.unwrap()
+    );
+    // Behind a live claim, other frames wait one stall check, not more:
+    // the margin only absorbs the scheduling of a loaded 2-core machine.
+    assert!(first.unwrap() < stall + STALL_MARGIN, "{first:?}");
+    assert!(recovered_after.unwrap() < stall + STALL_MARGIN, "{recovered_after:?}");
 }
 
 #[test]
@@ -425,7 +525,7 @@ fn leftovers_of_a_crashed_owner_are_reclaimed_and_a_live_owner_is_respected() {
     assert!(found.owner_alive);
     kill_peer(&mut owner);
     let found = shmring::leftovers::scan().into_iter().find(|l| l.name == name).expect("still listed");
-    assert!(!found.owner_alive && found.paths.len() >= 3, "{found:?}");
+    assert!(!found.owner_alive && !found.paths.is_empty(), "{found:?}");
     // The next create of the same name reclaims everything.
     drop(Consumer::create(&name, &RingOptions::with_capacity(1 << 16)).unwrap());
     assert!(shmring::leftovers::scan().iter().all(|l| l.name != name), "closing cleans up");
@@ -438,4 +538,91 @@ fn leftovers_of_a_crashed_owner_are_reclaimed_and_a_live_owner_is_respected() {
     let removed = shmring::leftovers::collect();
     let ours = removed.iter().find(|l| l.name == name).expect("collected");
     assert!(ours.paths.iter().all(|p| !p.exists()), "{ours:?}");
+}
+
+#[test]
+fn producer_in_its_own_pid_namespace_stopped_for_10_s_is_delivered_late_and_corrupts_nothing() {
+    let options = RingOptions { stall_timeout: Duration::from_millis(50), ..RingOptions::with_capacity(4 << 20) };
+    let consumer = Consumer::create_anonymous(&options).unwrap();
+    let inherit = consumer.fds().inheritable().unwrap();
+    let mut stopped = spawn_peer_in_pid_namespace("claim-then-commit", Some(inherit.spec()), &[], Stdio::piped());
+    assert_eq!(wait_for_line(&mut stopped, "claimed "), "claimed 0");
+    let inner = peer_in_namespace_pid(&stopped);
+    // SAFETY: kill(2) on the peer we started.
+    unsafe { libc::kill(inner, libc::SIGSTOP) };
+    let stopped_at = Instant::now();
+    const COUNT: u64 = 300;
+    let mut env = producer_env(0, COUNT, 16 << 10);
+    env.push(("SHMRING_TEST_PACE_US", "10000".to_string()));
+    let mut survivor = spawn_peer("survivor", Some(inherit.spec()), &env);
+    let mut next = 0;
+    let mut first_delay = None;
+    let mut late = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next < COUNT || late.is_none() {
+        assert!(Instant::now() < deadline, "survivor at {next}, late frame {:?}", late.is_some());
+        if late.is_none() && stopped_at.elapsed() >= Duration::from_secs(10) {
+            // SAFETY: as above.
+            unsafe { libc::kill(inner, libc::SIGCONT) };
+        }
+        let Some(frame) = consumer.recv_timeout(Duration::from_millis(50)).unwrap() else { continue };
+        if frame.kind() == 7 {
+            assert!(stopped_at.elapsed() >= Duration::from_secs(10), "committed while stopped?");
+            assert!(check_record(7, 0, &frame), "the late record is corrupt");
+            late = Some(stopped_at.elapsed());
+            continue;
+        }
+        first_delay.get_or_insert_with(|| stopped_at.elapsed());
+        assert_eq!(frame.sequence(), next, "survivor lost or out of order");
+        assert!(check_record(0, next, &frame), "survivor record {next} corrupt");
+        next += 1;
+    }
+    assert!(survivor.wait().unwrap().success());
+    assert!(stopped.wait().unwrap().success());
+    let stats = consumer.stats();
+    assert_eq!((stats.corrupt, stats.recovered), (0, 0), "{stats:?}");
+    println!("first survivor frame {first_delay:?} after the stop; late frame delivered {late:?} after it");
+}
+
+#[test]
+fn slots_of_killed_producers_in_other_pid_namespaces_are_given_back() {
+    let consumer = Consumer::create_anonymous(&RingOptions::with_capacity(1 << 16)).unwrap();
+    // More renderer lifetimes than the table has slots. A renderer that
+    // finds the table full retries while the consumer (this thread) gives
+    // back the slots of renderers whose liveness descriptors hung up.
+    for n in 0..80 {
+        let peer = spawn_watched_peer_in_pid_namespace("join-and-hang", &consumer, &[], Stdio::piped());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut peer = peer;
+            let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wait_for_line(&mut peer, "joined")));
+            tx.send((peer, joined.is_ok())).unwrap();
+        });
+        let (mut peer, joined) = loop {
+            let _ = consumer.recv_timeout(Duration::from_millis(10)).unwrap();
+            if let Ok(answer) = rx.try_recv() {
+                break answer;
+            }
+        };
+        assert!(joined, "renderer lifetime {n} could not join");
+        kill_peer(&mut peer);
+    }
+    println!("{} slots in use after 80 lifetimes", consumer.stats().producers.len());
+}
+
+#[test]
+fn process_whose_main_thread_exited_while_others_run_is_alive() {
+    let mut peer = spawn_peer_with("leader-exits", None, &[], Stdio::piped());
+    wait_for_line(&mut peer, "threads running");
+    let pid = peer.id();
+    let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The leader is a zombie once its thread has exited.
+    while !stat().rsplit(')').next().unwrap().trim_start().starts_with('Z') {
+        assert!(Instant::now() < deadline, "the main thread did not exit: {}", stat());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(shmring::process::check(pid, 0), shmring::Liveness::Alive, "{}", stat());
+    kill_peer(&mut peer);
+    assert_eq!(shmring::process::check(pid, 0), shmring::Liveness::Dead);
 }
