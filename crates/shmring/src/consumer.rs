@@ -131,7 +131,13 @@ impl<B: Backing> Consumer<B> {
         #[cfg(feature = "tracing")]
         tracing::info!(read, write, capacity = geometry.capacity, "consumer attached");
         Ok(Consumer {
-            stall_timeout: Duration::from_micros(geometry.stall_timeout_us.max(1)),
+            // Loom has no clock: a zero timeout (always passed) keeps the
+            // stall paths of a model deterministic.
+            stall_timeout: Duration::from_micros(if cfg!(loom) {
+                geometry.stall_timeout_us
+            } else {
+                geometry.stall_timeout_us.max(1)
+            }),
             spin_limit: if cfg!(loom) { Duration::ZERO } else { DEFAULT_SPIN_LIMIT },
             owner,
             own_namespace,
@@ -548,8 +554,9 @@ pub struct Frame<'a, B: Backing> {
 }
 
 impl<B: Backing> Frame<'_, B> {
-    /// Whether records after this one were delivered first: its producer
-    /// held it past the stall timeout, alive, and committed it late.
+    /// Whether its producer committed it late: it held the record past
+    /// the stall timeout, alive, so the consumer stepped around it and may
+    /// have delivered records after it first.
     pub fn is_late(&self) -> bool {
         self.late
     }

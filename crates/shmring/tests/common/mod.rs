@@ -90,6 +90,17 @@ pub fn spawn_watched_peer_in_pid_namespace(
     let (producer_half, watch) = shmring::liveness_pair().unwrap();
     consumer.watch_producer(watch);
     let fds = consumer.fds().with_liveness(producer_half).unwrap();
+    spawn_peer_in_pid_namespace_with(role, fds, extra_env, stdout)
+}
+
+/// Spawns a peer in a new pid namespace with `fds` passed to it alone
+/// (see `RingFds::pass_to`).
+pub fn spawn_peer_in_pid_namespace_with(
+    role: &str,
+    fds: shmring::RingFds,
+    extra_env: &[(&str, String)],
+    stdout: Stdio,
+) -> Child {
     let mut unshare = Command::new("unshare");
     unshare.args(["--pid", "--fork", "--kill-child"]).arg(std::env::current_exe().unwrap());
     let mut command = peer_command(unshare, role, None, extra_env, stdout);
