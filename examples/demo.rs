@@ -149,14 +149,17 @@ fn main() {
     loop {
         match consumer.recv_timeout(Duration::from_millis(200)) {
             Ok(Some(frame)) => {
-                let id = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
-                let n = u64::from_le_bytes(frame[4..12].try_into().unwrap());
-                let shade = (n as u8).wrapping_mul(3);
+                // A few fields read where they lie (producers may still
+                // write the ring, so as single loads, not through a slice).
+                let data = frame.bytes();
+                let id = data.load_u32(0).map_or(usize::MAX, |id| u32::from_le(id) as usize);
+                let n = data.load_u64(4).map_or(0, u64::from_le);
+                let shade = Some((n as u8).wrapping_mul(3));
                 let intact = id < next_seq.len()
                     && n >= next_seq[id]
-                    && frame[12] == shade
-                    && frame[frame.len() - 1] == shade
-                    && frame[frame.len() / 2] == shade;
+                    && data.load_u8(12) == shade
+                    && data.load_u8(frame.len() - 1) == shade
+                    && data.load_u8(frame.len() / 2) == shade;
                 if !intact {
                     bad += 1;
                 } else {

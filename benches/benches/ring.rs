@@ -10,8 +10,13 @@
 //!   semaphore ping-pong (the operating system's floor for sleep/wake) and
 //!   a bare cache-line ping-pong (the hardware floor for busy-polling);
 //! - `frame_1080p`: `send` vs `reserve` + fill vs a plain memcpy into a
-//!   ring-sized buffer, side by side;
-//! - `consumer`: `recv` + drop with the payload untouched.
+//!   ring-sized buffer, side by side; and copying a held frame out
+//!   (`copy_out`: relaxed atomic word loads, safe against a producer that
+//!   writes meanwhile) vs a memcpy of the same bytes through the `unsafe`
+//!   slice (`copy_out_memcpy`);
+//! - `consumer`: `recv` + drop with the payload untouched;
+//! - `media_parse`: checking the header of a 1080p I420 video frame and of
+//!   a 10 ms stereo audio chunk held in the ring.
 //!
 //! Run with `cargo bench -p shmring-benches --bench ring`.
 
@@ -25,6 +30,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shmring::{Consumer, FullPolicy, MappedRing, Producer, RingOptions};
 use shmring_benches::FRAME_1080P;
+use shmring_media::VideoMeta;
+use shmring_media::{write_audio, write_video_i420, AudioFrame, AudioMeta, AudioSamples, I420Planes, VideoFrame};
 
 const CAPACITY: u64 = 64 << 20;
 const SIZES: [usize; 3] = [64, 4096, FRAME_1080P];
@@ -286,6 +293,19 @@ fn frame_1080p(c: &mut Criterion) {
             at = (at + FRAME_1080P).next_multiple_of(64);
         })
     });
+    producer.send(1, &source).expect("send");
+    let held = consumer.try_recv().expect("recv").expect("a frame");
+    let mut out = vec![0u8; FRAME_1080P];
+    group.bench_function("copy_out", |b| b.iter(|| held.bytes().copy_to_slice(black_box(&mut out))));
+    group.bench_function("copy_out_memcpy", |b| {
+        b.iter(|| {
+            // SAFETY: the only producer is this benchmark's, which never
+            // writes a published record.
+            out.copy_from_slice(unsafe { held.bytes().as_slice() });
+            black_box(&mut out);
+        })
+    });
+    drop(held);
     group.finish();
 }
 
@@ -324,6 +344,37 @@ fn consumer(c: &mut Criterion) {
     group.finish();
 }
 
+fn media_parse(c: &mut Criterion) {
+    let mut group = c.benchmark_group("media_parse");
+    let consumer = ring();
+    let mut producer = blocking_producer(&consumer);
+    let (width, height) = (1920u32, 1080u32);
+    let (y, chroma) = (vec![16u8; (width * height) as usize], vec![128u8; (width * height / 4) as usize]);
+    let planes = I420Planes {
+        width,
+        height,
+        y: &y,
+        y_stride: width as usize,
+        u: &chroma,
+        u_stride: width as usize / 2,
+        v: &chroma,
+        v_stride: width as usize / 2,
+    };
+    write_video_i420(&mut producer, &VideoMeta::default(), &planes).expect("write video");
+    let channel = vec![0.25f32; 480];
+    let meta = AudioMeta { sample_rate: 48_000, ..AudioMeta::default() };
+    write_audio(&mut producer, &meta, AudioSamples::F32Planar(&[&channel, &channel])).expect("write audio");
+    let video = consumer.try_recv().expect("recv").expect("a video frame");
+    let audio = consumer.try_recv().expect("recv").expect("an audio chunk");
+    group.bench_function("video_1080p", |b| {
+        b.iter(|| black_box(VideoFrame::parse(black_box(&video)).expect("valid video").width()))
+    });
+    group.bench_function("audio_10ms_stereo", |b| {
+        b.iter(|| black_box(AudioFrame::parse(black_box(&audio)).expect("valid audio").frame_count()))
+    });
+    group.finish();
+}
+
 fn config() -> Criterion {
     // Short runs: the numbers settle quickly and the machine is shared.
     Criterion::default()
@@ -335,6 +386,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = send_recv, producers, wakeup, frame_1080p, consumer
+    targets = send_recv, producers, wakeup, frame_1080p, consumer, media_parse
 }
 criterion_main!(benches);

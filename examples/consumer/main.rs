@@ -24,7 +24,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use shmring::{Consumer, RingOptions};
-use shmring_media::{AudioFrame, PixelFormat, SampleFormat, VideoFrame, KIND_AUDIO, KIND_VIDEO};
+use shmring_media::{
+    Announcement, AudioFrame, PixelFormat, SampleFormat, VideoFrame, KIND_ANNOUNCE, KIND_AUDIO, KIND_VIDEO,
+};
 
 struct Args {
     renderer: PathBuf,
@@ -169,6 +171,11 @@ impl Verifier {
                 }
                 Err(e) => self.fail(format!("audio record at {}: {e}", frame.position())),
             },
+            KIND_ANNOUNCE => {
+                if let Err(e) = Announcement::parse(frame) {
+                    self.fail(format!("announcement at {}: {e}", frame.position()));
+                }
+            }
             kind => self.fail(format!("record of unknown kind {kind} at {}", frame.position())),
         }
     }

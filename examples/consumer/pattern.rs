@@ -25,20 +25,31 @@ impl Ramp {
     }
 
     /// Checks the counter and every row of every plane of an I420 frame.
+    /// Each row is copied out of the ring once, then compared (the copy is
+    /// what a producer can no longer change).
     pub fn check_video(&self, video: &VideoFrame<'_>) -> Result<(), String> {
         let (stream, n) = (video.stream_id(), video.frame_number());
-        let first = video.row(0, 0).ok_or("no first row")?;
-        if first.len() < COUNTER_BYTES {
+        let mut row = Vec::with_capacity(MAX_ROW);
+        let read = |plane: usize, r: usize, row: &mut Vec<u8>| {
+            let bytes = video.row(plane, r)?;
+            row.clear();
+            bytes.append_to(row);
+            Some(())
+        };
+        read(0, 0, &mut row).ok_or("no first row")?;
+        if row.len() < COUNTER_BYTES {
             return Err("frame narrower than its counter".into());
         }
-        let counter = u64::from_le_bytes(first[..8].try_into().expect("8 bytes"));
-        let counter_stream = u32::from_le_bytes(first[8..12].try_into().expect("4 bytes"));
-        if counter != n || counter_stream != stream || &first[12..16] != b"FAKE" {
+        let counter = u64::from_le_bytes(row[..8].try_into().expect("8 bytes"));
+        let counter_stream = u32::from_le_bytes(row[8..12].try_into().expect("4 bytes"));
+        if counter != n || counter_stream != stream || &row[12..16] != b"FAKE" {
             return Err(format!("pixel counter says stream {counter_stream} frame {counter}, header {stream}/{n}"));
         }
         for plane in 0..video.plane_count() {
             for r in 0.. {
-                let Some(row) = video.row(plane, r) else { break };
+                if read(plane, r, &mut row).is_none() {
+                    break;
+                }
                 let expected = self.row(stream, n, plane as u32, r as u32, row.len()).ok_or("row too wide")?;
                 let skip = if plane == 0 && r == 0 { COUNTER_BYTES } else { 0 };
                 if row[skip..] != expected[skip..] {
@@ -55,7 +66,7 @@ impl Ramp {
 pub fn check_audio(audio: &AudioFrame<'_>) -> Result<(), String> {
     let (n, count) = (audio.frame_number(), u64::from(audio.frame_count()));
     for (c, samples) in audio.channels_f32().enumerate() {
-        for (i, &s) in samples.iter().enumerate() {
+        for (i, s) in samples.iter().enumerate() {
             let expected = ((n * count + i as u64) % 65536) as f32 + 1000.0 * c as f32;
             if s != expected {
                 return Err(format!("channel {c} sample {i}: {s} expected {expected}"));

@@ -210,7 +210,7 @@ mod tests {
         assert_eq!(mappings(), before, "new lanes reuse the first lane's mapping");
         assert_eq!(lanes.counters.lanes_attached.load(Ordering::Relaxed), 1 + 1 + held.len() as u32);
         for _ in 0..held.len() {
-            assert_eq!(&consumer.try_recv().unwrap().unwrap()[..], b"x");
+            assert_eq!(consumer.try_recv().unwrap().unwrap().to_vec(), b"x");
         }
     }
 }

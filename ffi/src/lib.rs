@@ -137,6 +137,10 @@ pub mod bridge {
         /// Copies f32 planar samples, channel after channel
         /// (`channels * frame_count`).
         fn write_audio_f32_planar(self: &ShimProducer, desc: &AudioDesc, samples: &[f32]) -> Status;
+        /// Names stream `stream_id` (of `kind`, SHMRING_KIND_VIDEO or
+        /// SHMRING_KIND_AUDIO) with a UTF-8 `label` of at most
+        /// SHMRING_MAX_LABEL bytes: one announce record, once per stream.
+        fn announce(self: &ShimProducer, stream_id: u32, kind: u32, label: &[u8]) -> Status;
 
         /// Reserves a video record for `desc.pixel_format`.
         fn reserve_video(self: &ShimProducer, desc: &VideoDesc) -> Box<ShimVideoSlot>;

@@ -132,6 +132,22 @@ impl ShimProducer {
         }
     }
 
+    pub(crate) fn announce(&self, stream_id: u32, kind: u32, label: &[u8]) -> Status {
+        let Ok(label) = std::str::from_utf8(label) else {
+            return self.invalid();
+        };
+        let timestamp_us =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+        let announcement = shmring_media::Announcement { stream_id, kind, timestamp_us, label: label.to_string() };
+        if announcement.to_payload().is_err() {
+            return self.invalid();
+        }
+        match self.with_lane(|guard| shmring_media::write_announce(guard.producer()?, &announcement)) {
+            Ok(()) => Status::Ok,
+            Err(status) => status,
+        }
+    }
+
     pub(crate) fn write_audio_f32_planar(&self, desc: &AudioDesc, samples: &[f32]) -> Status {
         let frames = desc.frame_count as usize;
         if desc.channels == 0 || desc.channels > MAX_CHANNELS || samples.len() != desc.channels as usize * frames {

@@ -11,6 +11,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -119,6 +120,13 @@ void InvalidArgumentsAreRefused(const shmring::Producer& p) {
   const shmring::Counters after = p.counters();
   CHECK(after.frames == before.frames);
   CHECK(after.invalid > before.invalid);
+}
+
+void AnnouncementsNameStreams(const shmring::Producer& p) {
+  CHECK(p.Announce(30, SHMRING_KIND_VIDEO, "{\"participant\":\"harness\"}") == Status::Ok);
+  CHECK(p.Announce(30, SHMRING_KIND_ANNOUNCE, "not a media kind") == Status::InvalidArgument);
+  CHECK(p.Announce(30, SHMRING_KIND_VIDEO, std::string(SHMRING_MAX_LABEL + 1, 'x')) == Status::InvalidArgument);
+  CHECK(p.Announce(30, SHMRING_KIND_VIDEO, std::string_view("\xff\xfe", 2)) == Status::InvalidArgument);
 }
 
 void SlotsCommitOnceAndSkipWhenDropped(const shmring::Producer& p, Written* video) {
@@ -248,6 +256,7 @@ extern "C" int shmring_shim_test_main(int argc, char** argv) {
   InvalidArgumentsAreRefused(producer);
   Written slots{};
   slots.stream = 30;
+  AnnouncementsNameStreams(producer);
   SlotsCommitOnceAndSkipWhenDropped(producer, &slots);
   std::vector<Written> reports;
   ThreadsShareOneProducer(producer, &reports);

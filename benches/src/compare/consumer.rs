@@ -229,7 +229,10 @@ fn shmring(args: &ConsumerArgs, relaunch: &Relaunch) -> Result<(ConsumerReport, 
         };
         let received_ns = now_ns();
         let end = if touch {
-            tally.message(&frame, received_ns)
+            // SAFETY: the only producer is this comparison's own child, which
+            // writes through `shmring::Producer` and never touches a record
+            // after publishing it; checking in place is what is measured.
+            tally.message(unsafe { frame.bytes().as_slice() }, received_ns)
         } else {
             tally.untouched(frame.kind(), frame.sequence(), frame.len(), received_ns)
         };

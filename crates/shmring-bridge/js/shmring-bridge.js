@@ -11,12 +11,26 @@
 //
 // Protocol (see the crate's README): one WebSocket per track. The first
 // text message declares the stream; the bridge answers {"type":"ready"}.
-// Each binary message is one frame: the header of
-// ffi/include/shmring/media.h, then the planes (or samples), each at a
-// 64-byte aligned offset with a 64-byte aligned stride. The bridge sends
-// {"type":"dropped"} when a frame did not reach the ring (ring full); the
-// sender then skips frames, and it skips frames on its own while the
-// socket's bufferedAmount says earlier frames are still queued.
+// Each frame is one message: the header of ffi/include/shmring/media.h,
+// then the planes (or samples), each at a 64-byte aligned offset with a
+// 64-byte aligned stride. It travels by one of two lanes:
+//   file       written into a file in the origin's private file system by a
+//              worker (./shmring-file-lane.js); the WebSocket carries a
+//              small control message per frame and the bridge's acks. The
+//              default for video when the bridge finds the file.
+//   websocket  each frame is one binary message.
+// The bridge sends {"type":"dropped"} when a frame did not reach the ring
+// (ring full); the sender then skips frames, and it skips frames on its
+// own while earlier frames are still queued (the socket's bufferedAmount,
+// or the file's unacknowledged bytes).
+
+// The file lane's module is loaded when a sender first tries the lane: a
+// page (or extension) that cannot load it still sends, as payloads.
+let fileLaneModule = null;
+const loadFileLane = () => {
+  fileLaneModule ??= import(new URL('./shmring-file-lane.js', import.meta.url).href);
+  return fileLaneModule;
+};
 
 export const VIDEO_MAGIC = 0x564d4853; // "SHMV"
 export const AUDIO_MAGIC = 0x414d4853; // "SHMA"
@@ -107,10 +121,38 @@ export function writeAudioHeader(view, layout, { streamId = 0, timestampUs = 0, 
   view.setUint32(48, layout.channelStride, le);
 }
 
-function declarationOf(layout) {
-  return layout.kind === 'video'
+// How audio goes in the 'auto' lane, and why (measured: see the crate's
+// README, "Measured").
+export const AUDIO_AUTO_LANE = 'websocket';
+const AUDIO_LANE_REASON = 'audio goes as WebSocket payloads (small records: the file lane saves nothing on them)';
+
+// Writes a frame's message into `buffer` (its layout's length): the planes
+// (or samples) at their offsets, then the header.
+async function fillMessage(buffer, layout, frame, meta) {
+  const view = new DataView(buffer);
+  if (layout.kind === 'video') {
+    await frame.copyTo(buffer, { layout: layout.planes.map(({ offset, stride }) => ({ offset, stride })) });
+    writeVideoHeader(view, layout, meta);
+    return;
+  }
+  if (layout.format === 'f32-planar') {
+    for (let c = 0; c < layout.channels; c++) {
+      const plane = new Float32Array(buffer, layout.dataOffset + c * layout.channelStride, layout.frames);
+      frame.copyTo(plane, { planeIndex: c, format: 'f32-planar' });
+    }
+  } else {
+    const samples = new Int16Array(buffer, layout.dataOffset, layout.frames * layout.channels);
+    frame.copyTo(samples, { planeIndex: 0, format: 's16' });
+  }
+  writeAudioHeader(view, layout, meta);
+}
+
+function declarationOf(layout, label) {
+  const declaration = layout.kind === 'video'
     ? { type: 'declare', kind: 'video', format: layout.format, width: layout.width, height: layout.height }
     : { type: 'declare', kind: 'audio', format: layout.format, sample_rate: layout.sampleRate, channels: layout.channels };
+  if (label !== undefined) declaration.label = label;
+  return declaration;
 }
 
 function sameStream(a, b) {
@@ -123,11 +165,23 @@ function sameStream(a, b) {
 // Sends one track's frames to the bridge at `url` over one WebSocket.
 //
 // Options:
+//   lane                 'auto' (default): the file lane for video when it
+//                        can be had, else WebSocket payloads; audio goes as
+//                        WebSocket payloads (AUDIO_AUTO_LANE). 'file': the
+//                        file lane or nothing (start() rejects with the
+//                        reason). 'websocket': payloads only.
+//   fileSize             bytes of the file lane's file (default 32 MiB,
+//                        DEFAULT_FILE_SIZE of shmring-file-lane.js)
 //   maxBufferedMessages  skip a frame while more than this many frames'
 //                        bytes are still queued in the socket (default 2)
 //   skipAfterDrop        frames to skip after a drop notice (video 1, audio 0)
 //   audioFormat          'f32-planar' (default) or 's16'
-//   onNotice(message)    every message from the bridge (ready, dropped)
+//   onNotice(message)    every message from the bridge (ready, dropped, file, ack)
+//   label                a string naming the stream, sent in every
+//                        declaration (which participant, which track)
+//
+// sender.stats.lane says which lane carries the frames ('file' or
+// 'websocket') and sender.stats.laneReason why.
 export class BridgeSender {
   #ws;
   #track;
@@ -139,6 +193,8 @@ export class BridgeSender {
   #frameNumber = 0;
   #skip = 0;
   #stopping = false;
+  #file = null;
+  #fileWaiter = null;
 
   constructor(url, track, options = {}) {
     this.#track = track;
@@ -148,6 +204,9 @@ export class BridgeSender {
       skipAfterDrop: track.kind === 'video' ? 1 : 0,
       audioFormat: 'f32-planar',
       onNotice: null,
+      lane: 'auto',
+      fileSize: undefined,
+      label: undefined,
       ...options,
     };
     this.streamId = null;
@@ -155,6 +214,7 @@ export class BridgeSender {
     this.closeReason = '';
     this.stats = {
       captured: 0, sent: 0, bytes: 0, skippedBackpressure: 0, skippedAfterDrop: 0, droppedByBridge: 0, unsupported: 0,
+      lane: 'websocket', laneReason: 'not started',
     };
     const ws = new WebSocket(url);
     ws.binaryType = 'arraybuffer';
@@ -167,9 +227,10 @@ export class BridgeSender {
       ws.addEventListener('close', (event) => {
         this.closeCode = event.code;
         this.closeReason = event.reason;
-        for (const waiter of this.#readyWaiters.splice(0)) {
+        for (const waiter of [...this.#readyWaiters.splice(0), this.#fileWaiter].filter(Boolean)) {
           waiter.reject(new Error(`bridge closed the stream: ${event.code} ${event.reason}`));
         }
+        this.#fileWaiter = null;
         resolve(event);
       });
     });
@@ -177,12 +238,50 @@ export class BridgeSender {
     this.done = null;
   }
 
-  // Connects and starts sending; resolves once the socket is open.
+  // Connects, picks the lane and starts sending; resolves once frames can
+  // flow.
   static async start(url, track, options) {
     const sender = new BridgeSender(url, track, options);
     await sender.opened;
+    await sender.#chooseLane();
     sender.done = sender.#pump();
     return sender;
+  }
+
+  async #chooseLane() {
+    const { lane } = this.#options;
+    const wanted = lane === 'file' || (lane === 'auto' && (this.kind === 'video' || AUDIO_AUTO_LANE === 'file'));
+    if (!wanted) {
+      this.#useWebSocket(lane === 'websocket' ? 'asked for WebSocket payloads' : AUDIO_LANE_REASON);
+      return;
+    }
+    let file = null;
+    try {
+      const { FileLane } = await loadFileLane().catch((error) => {
+        throw new Error(`cannot load the file lane's module: ${error.message}`);
+      });
+      file = await FileLane.open(this.#options.fileSize);
+      const answer = await new Promise((resolve, reject) => {
+        this.#fileWaiter = { resolve, reject };
+        this.#ws.send(JSON.stringify({ type: 'file', token: file.token, size: file.size }));
+      });
+      if (!answer.ok) throw new Error(`the bridge cannot use the file: ${answer.reason}`);
+      this.#file = file;
+      this.stats.lane = 'file';
+      this.stats.laneReason = answer.warning ? `file lane (${answer.warning})` : 'file lane';
+    } catch (error) {
+      await file?.close().catch(() => {});
+      if (lane === 'file') {
+        this.#ws.close(1000, 'no file lane');
+        throw new Error(`no file lane: ${error.message}`);
+      }
+      this.#useWebSocket(`no file lane: ${error.message}`);
+    }
+  }
+
+  #useWebSocket(reason) {
+    this.stats.lane = 'websocket';
+    this.stats.laneReason = reason;
   }
 
   #onMessage(data) {
@@ -200,6 +299,11 @@ export class BridgeSender {
     } else if (message.type === 'dropped') {
       this.stats.droppedByBridge = message.dropped;
       this.#skip = Math.max(this.#skip, this.#options.skipAfterDrop);
+    } else if (message.type === 'ack') {
+      this.#file?.release(message.released);
+    } else if (message.type === 'file') {
+      this.#fileWaiter?.resolve(message);
+      this.#fileWaiter = null;
     }
     this.#options.onNotice?.(message);
   }
@@ -208,7 +312,7 @@ export class BridgeSender {
     const first = this.#declared === null;
     this.#declared = layout;
     const ready = new Promise((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
-    this.#ws.send(JSON.stringify(declarationOf(layout)));
+    this.#ws.send(JSON.stringify(declarationOf(layout, this.#options.label)));
     // The first declaration is awaited (the bridge may refuse the stream);
     // a later one (a new size) is not: the bridge reads it before the next
     // frame anyway.
@@ -253,6 +357,11 @@ export class BridgeSender {
       this.stats.skippedAfterDrop++;
       return;
     }
+    const meta = { streamId: this.streamId ?? 0, timestampUs: frame.timestamp, frameNumber };
+    if (this.#file) {
+      await this.#sendThroughFile(frame, layout, meta);
+      return;
+    }
     if (this.#ws.bufferedAmount > this.#options.maxBufferedMessages * layout.length) {
       this.stats.skippedBackpressure++;
       return;
@@ -261,25 +370,26 @@ export class BridgeSender {
     // (Chromium queues its own copy; bufferedAmount counts it).
     if (!this.#buffer || this.#buffer.byteLength !== layout.length) this.#buffer = new ArrayBuffer(layout.length);
     const buffer = this.#buffer;
-    const view = new DataView(buffer);
-    const meta = { streamId: this.streamId ?? 0, timestampUs: frame.timestamp, frameNumber };
-    if (layout.kind === 'video') {
-      await frame.copyTo(buffer, { layout: layout.planes.map(({ offset, stride }) => ({ offset, stride })) });
-      writeVideoHeader(view, layout, meta);
-    } else {
-      if (layout.format === 'f32-planar') {
-        for (let c = 0; c < layout.channels; c++) {
-          const plane = new Float32Array(buffer, layout.dataOffset + c * layout.channelStride, layout.frames);
-          frame.copyTo(plane, { planeIndex: c, format: 'f32-planar' });
-        }
-      } else {
-        const samples = new Int16Array(buffer, layout.dataOffset, layout.frames * layout.channels);
-        frame.copyTo(samples, { planeIndex: 0, format: 's16' });
-      }
-      writeAudioHeader(view, layout, meta);
-    }
+    await fillMessage(buffer, layout, frame, meta);
     if (this.#ws.readyState !== WebSocket.OPEN) return;
     this.#ws.send(buffer);
+    this.stats.sent++;
+    this.stats.bytes += layout.length;
+  }
+
+  // The file lane: the frame goes into the file at the next free position
+  // (none free: skipped), then its position goes over the socket.
+  async #sendThroughFile(frame, layout, meta) {
+    const position = this.#file.reserve(layout.length);
+    if (position === null) {
+      this.stats.skippedBackpressure++;
+      return;
+    }
+    const buffer = this.#file.buffer(layout.length);
+    await fillMessage(buffer, layout, frame, meta);
+    await this.#file.write(buffer, position);
+    if (this.#ws.readyState !== WebSocket.OPEN) return;
+    this.#ws.send(JSON.stringify({ type: 'frame', position, length: layout.length, frame_number: meta.frameNumber }));
     this.stats.sent++;
     this.stats.bytes += layout.length;
   }
@@ -295,13 +405,17 @@ export class BridgeSender {
     }
     await this.done?.catch(() => {});
     const start = performance.now();
+    // The bridge takes a file lane's frames in order before it reads our
+    // close, so the file stays until the close handshake is over.
     while (this.#ws.readyState === WebSocket.OPEN && this.#ws.bufferedAmount > 0 && performance.now() - start < drainMs) {
       await sleep(10);
     }
     if (this.#ws.readyState === WebSocket.OPEN || this.#ws.readyState === WebSocket.CONNECTING) {
       this.#ws.close(1000, 'done');
     }
-    return this.closed;
+    const closed = await this.closed;
+    await this.#file?.close().catch(() => {});
+    return closed;
   }
 }
 

@@ -160,6 +160,7 @@ impl Bridge {
         if config.workers == 0 || config.in_flight_per_worker == 0 {
             return Err(BridgeError::Config("workers and in_flight_per_worker must be at least 1"));
         }
+        warn_about_profile_dirs(&config.profile_dirs);
         let open_files = raise_open_file_limit();
         if open_files < config.max_connections as u64 + 64 {
             tracing::warn!(open_files, config.max_connections, "the open-file limit is below max_connections");
@@ -194,6 +195,7 @@ impl Bridge {
                 handshake_timeout: config.handshake_timeout,
                 message_timeout: config.message_timeout,
                 idle_timeout: config.idle_timeout,
+                profile_dirs: config.profile_dirs.clone(),
             },
             site: Site {
                 port: local_addr.port(),
@@ -315,6 +317,22 @@ pub fn serve_until_signal(
     let signal = signals.wait().map_err(|e| BridgeError::Io { op: "waiting for a signal", source: e.into() })?;
     tracing::info!(?signal, "stopping");
     Ok(bridge.shutdown())
+}
+
+/// The file lane's frame files live in these directories: say when one is
+/// not on tmpfs (the page cache would be written back to disk) or missing.
+fn warn_about_profile_dirs(dirs: &[std::path::PathBuf]) {
+    for dir in dirs {
+        match crate::frame_file::is_on_tmpfs(dir) {
+            Some(true) => {}
+            Some(false) => tracing::warn!(
+                dir = %dir.display(),
+                "profile directory is not on tmpfs: frames written through the file lane would be written back \
+                 to disk; put the browser's profile on tmpfs (e.g. under /dev/shm)"
+            ),
+            None => tracing::warn!(dir = %dir.display(), "profile directory not found (yet)"),
+        }
+    }
 }
 
 /// `first` and up to `want - 1` more producers of the same mapping; fewer

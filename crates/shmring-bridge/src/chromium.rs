@@ -55,6 +55,31 @@ pub fn capture_url(addr: SocketAddr, query: &str) -> String {
     format!("http://{addr}/?{query}")
 }
 
+/// A fresh profile directory's path (not created yet): on tmpfs
+/// (`/dev/shm`) where there is one, as the file lane wants, else in the
+/// temporary directory. Give it to the bridge (`--profile-dir`) and to
+/// [`Chromium::launch_with`].
+pub fn fresh_profile_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let base = if crate::frame_file::is_on_tmpfs(shm) == Some(true) { shm.to_path_buf() } else { std::env::temp_dir() };
+    base.join(format!(
+        "shmring-bridge-chromium-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+    ))
+}
+
+/// How to start the browser beyond [`FLAGS`].
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// The profile directory (see [`fresh_profile_dir`], the default); the
+    /// browser's own data goes into its `data` subdirectory. Removed when
+    /// the browser is dropped.
+    pub profile: Option<PathBuf>,
+    /// More command-line switches (`--incognito`, say).
+    pub extra_args: Vec<String>,
+}
+
 /// A running headless Chromium with a fresh profile. Dropping it kills the
 /// whole browser (its process group) and removes the profile.
 #[derive(Debug)]
@@ -65,19 +90,21 @@ pub struct Chromium {
 }
 
 impl Chromium {
-    /// Starts `binary` at `url`.
+    /// Starts `binary` at `url` with a fresh profile.
     pub fn launch(binary: &Path, url: &str) -> io::Result<Chromium> {
-        let profile = std::env::temp_dir().join(format!(
-            "shmring-bridge-chromium-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
-        ));
+        Chromium::launch_with(binary, url, &Launch::default())
+    }
+
+    /// Starts `binary` at `url` as `launch` says.
+    pub fn launch_with(binary: &Path, url: &str, launch: &Launch) -> io::Result<Chromium> {
+        let profile = launch.profile.clone().unwrap_or_else(fresh_profile_dir);
         fs::create_dir_all(&profile)?;
         let log = profile.join("chromium.log");
         let mut command = Command::new(binary);
         command
             .args(FLAGS)
             .arg(format!("--user-data-dir={}", profile.join("data").display()))
+            .args(&launch.extra_args)
             .arg(url)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -113,10 +140,49 @@ impl Chromium {
 
     /// The capture page's progress lines so far.
     pub fn page_log(&self) -> Vec<String> {
+        self.console_lines("shmring-capture:")
+    }
+
+    /// The capture page's progress lines so far, each with the time of day
+    /// Chromium logged it at, in seconds (from the log line's
+    /// `[pid:tid:MMDD/HHMMSS.micro:...]` prefix; lines without one are left
+    /// out).
+    pub fn page_log_timed(&self) -> Vec<(f64, String)> {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let time_of = |line: &str| -> Option<f64> {
+            let stamp = line.strip_prefix('[')?.split(':').nth(2)?.split_once('/')?.1;
+            let (hms, micro) = stamp.split_once('.')?;
+            let hms: u32 = hms.parse().ok()?;
+            let seconds = (hms / 10_000 * 3600 + hms / 100 % 100 * 60 + hms % 100) as f64;
+            Some(seconds + micro.parse::<f64>().ok()? / 1e6)
+        };
+        text.lines()
+            .filter_map(|line| {
+                let at = line.find("shmring-capture:")?;
+                Some((time_of(line)?, line[at..].trim_end_matches('"').to_string()))
+            })
+            .collect()
+    }
+
+    /// The console messages so far that start with `prefix` (from the
+    /// page or an extension), from `prefix` on.
+    pub fn console_lines(&self, prefix: &str) -> Vec<String> {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         text.lines()
-            .filter_map(|line| line.find("shmring-capture:").map(|at| line[at..].trim_end_matches('"').to_string()))
+            .filter_map(|line| {
+                let message = &line[line.find("CONSOLE")?..];
+                let at = message.find(prefix)?;
+                let message = &message[at..];
+                // `"text", source: URL (line)`: the text ends at the last `", source: `.
+                Some(message.rfind("\", source: ").map_or(message, |end| &message[..end]).to_string())
+            })
             .collect()
+    }
+
+    /// Every console line so far, as Chromium logs them.
+    pub fn console(&self) -> Vec<String> {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().filter(|line| line.contains(":CONSOLE")).map(str::to_string).collect()
     }
 
     /// The last `lines` lines of Chromium's log.

@@ -21,6 +21,7 @@
 //! let meta = AudioMeta { timestamp_us: 0, frame_number: 0, sample_rate: 48000, stream_id: 0 };
 //! client.send_binary(&audio_message(SampleFormat::S16Interleaved, 48000, 1, 480, &meta), 131_000)?;
 //!
+//! drop(consumer.recv()?); // the stream's announce record
 //! let frame = consumer.recv()?;
 //! let audio = AudioFrame::parse(&frame)?;
 //! assert_eq!((audio.frame_count(), u64::from(audio.stream_id())), (480, ready["stream_id"].as_u64().unwrap()));

@@ -1,6 +1,7 @@
 //! How a bridge is set up: where it listens and the limits it enforces.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The port a bridge listens on unless told otherwise.
@@ -52,6 +53,10 @@ pub struct BridgeConfig {
     /// Stream id given to the first connection; each connection gets the
     /// next one, written into every header it sends. Default 1.
     pub first_stream_id: u32,
+    /// Browser profile directories under which pages' frame files may be
+    /// looked for (the file lane). Empty: no file lane, pages send their
+    /// frames as binary messages. Put them on tmpfs.
+    pub profile_dirs: Vec<PathBuf>,
 }
 
 impl Default for BridgeConfig {
@@ -68,6 +73,7 @@ impl Default for BridgeConfig {
             allowed_origins: None,
             serve_pages: true,
             first_stream_id: 1,
+            profile_dirs: Vec::new(),
         }
     }
 }

@@ -1,43 +1,27 @@
-//! One client connection: its HTTP request, then the WebSocket session
-//! whose binary messages are read from the socket straight into reserved
-//! ring slots.
+//! One client connection: its HTTP request, then its WebSocket session
+//! (see [`crate::session`]), its timeouts and its output.
 //!
 //! A connection owns no read buffer. Bytes are read into the worker's
-//! scratch buffer and parsed from there (frame headers, text, control
-//! frames, the media header), except for the bulk of a binary message: once
-//! its header has been checked and its slot reserved, each fragment's
-//! payload is read by the kernel directly into the slot (`readv` with the
-//! slot first and a few bytes of scratch after it, for the next frame
-//! header) and unmasked there, while it is still in cache. What an idle
-//! connection holds is this struct: a few hundred bytes.
+//! scratch buffer and parsed from there, except for the bulk of a binary
+//! message, which the kernel reads straight into its ring slot (see the
+//! payload lane). What an idle connection holds is this struct and its
+//! session: a few hundred bytes.
 
-use std::borrow::Cow;
-use std::io::{self, IoSliceMut, Read, Write};
+use std::io::{self, IoSliceMut, Read};
 use std::net::Shutdown;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use crate::frames::{self, FrameHead, Opcode, MAX_CONTROL_PAYLOAD, MAX_HEADER};
+use crate::frames::{self, MAX_HEADER};
 use crate::http::{Answer, Parsed, Site, MAX_REQUEST};
-use crate::inflight::{InFlight, Pool};
-use crate::protocol::{
-    dropped_notice, parse_text, ready_notice, HeaderError, MessagePlan, StreamSpec, TextError, MAX_MEDIA_HEADER,
-    MAX_TEXT, STREAM_ID_OFFSET,
-};
+use crate::inflight::Pool;
+use crate::outbox::{Outbox, OUTBOX_SOFT_LIMIT};
+use crate::session::{close, code, End, Session, DIRECT_MIN};
 use crate::stats::Counters;
 
-/// A frame payload at least this long is read straight into its slot;
-/// shorter runs come through the scratch buffer (one small copy).
-const DIRECT_MIN: usize = 2048;
-/// A message longer than this makes the next read stop after the next
-/// message's headers, so its body too can be read in place.
-const LARGE_MESSAGE: usize = 64 * 1024;
-/// Output (replies, notices, pongs) allowed to queue for a client that does
-/// not read; past it notices and pongs are not queued, and past four times
-/// it the connection is dropped.
-const OUTBOX_SOFT_LIMIT: usize = 16 * 1024;
 /// While a large message is being read, the socket wakes the worker only
 /// once this much of it (or all that is left) has arrived (SO_RCVLOWAT):
 /// three wake-ups per 1080p frame instead of one per TCP segment (1 MiB
@@ -53,6 +37,8 @@ pub(crate) struct Limits {
     pub handshake_timeout: Duration,
     pub message_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Where the file lane looks for pages' frame files.
+    pub profile_dirs: Vec<PathBuf>,
 }
 
 /// What a connection may touch in its worker.
@@ -63,124 +49,6 @@ pub(crate) struct Env<'a> {
     pub site: &'a Site,
     pub next_stream_id: &'a AtomicU32,
     pub now: Instant,
-}
-
-/// Why a session ends.
-#[derive(Debug)]
-enum End {
-    /// The bridge closes with `code` and a reason.
-    Close { code: u16, reason: Cow<'static, str> },
-    /// The client sent a close frame with `code`.
-    ClientClosed { code: u16 },
-}
-
-fn close(code: u16, reason: impl Into<Cow<'static, str>>) -> End {
-    End::Close { code, reason: reason.into() }
-}
-
-/// Close codes (RFC 6455 section 7.4.1).
-pub(crate) mod code {
-    pub const NORMAL: u16 = 1000;
-    pub const GOING_AWAY: u16 = 1001;
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    pub const UNSUPPORTED_DATA: u16 = 1003;
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
-    pub const INTERNAL: u16 = 1011;
-}
-
-/// Frames queued for the client.
-#[derive(Default)]
-struct Outbox {
-    buf: Vec<u8>,
-    sent: usize,
-}
-
-impl Outbox {
-    fn pending(&self) -> usize {
-        self.buf.len() - self.sent
-    }
-
-    fn has_room(&self) -> bool {
-        self.pending() < OUTBOX_SOFT_LIMIT
-    }
-
-    /// Writes until done or the socket is full.
-    fn flush(&mut self, stream: &mut TcpStream) -> io::Result<()> {
-        while self.sent < self.buf.len() {
-            match stream.write(&self.buf[self.sent..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
-        if self.sent == self.buf.len() {
-            self.sent = 0;
-            self.buf.clear();
-            if self.buf.capacity() > 1024 {
-                self.buf = Vec::new(); // an idle connection keeps no buffer
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The frame being read.
-#[derive(Clone, Copy)]
-struct CurrentFrame {
-    opcode: Opcode,
-    fin: bool,
-    /// Payload bytes still to come.
-    remaining: u64,
-    /// Payload bytes read so far (the mask's phase).
-    offset: u64,
-    key: [u8; 4],
-}
-
-/// The data message being read.
-enum Message {
-    None,
-    Text(Vec<u8>),
-    /// Collecting the media header (in `Session::media_head`); `frames_len`
-    /// is the sum of the lengths of the message's frames seen so far.
-    Header {
-        frames_len: u64,
-    },
-    /// Reading into a reserved slot.
-    Body {
-        inflight: InFlight,
-        plan: MessagePlan,
-        written: usize,
-        frames_len: u64,
-        reserved_at: Instant,
-    },
-    /// Reading and throwing away a message that has no slot (ring full,
-    /// or its slot given up after `message_timeout`).
-    Discard {
-        plan: MessagePlan,
-        seen: u64,
-        frames_len: u64,
-    },
-}
-
-struct Session {
-    stream_id: u32,
-    spec: Option<StreamSpec>,
-    head: [u8; MAX_HEADER],
-    head_len: usize,
-    frame: Option<CurrentFrame>,
-    message: Message,
-    message_started: Option<Instant>,
-    media_head: [u8; MAX_MEDIA_HEADER],
-    media_head_len: usize,
-    control: [u8; MAX_CONTROL_PAYLOAD],
-    control_len: usize,
-    last_frame_number: Option<u64>,
-    dropped: u64,
-    last_message_large: bool,
 }
 
 enum State {
@@ -370,11 +238,8 @@ impl Connection {
             }
             End::ClientClosed { code } => {
                 Counters::bump(&env.counters.client_closes);
-                // Echo the client's code if it may be sent, else 1000.
-                let echo = match code {
-                    1000..=1003 | 1007..=1014 | 3000..=4999 => code,
-                    _ => code::NORMAL,
-                };
+                // Echo the client's code; an empty close (1005) gets 1000.
+                let echo = if frames::close_code_allowed(code) { code } else { code::NORMAL };
                 frames::push_close(echo, "", &mut self.out.buf);
             }
         }
@@ -504,429 +369,6 @@ impl Connection {
     }
 }
 
-impl Session {
-    fn new(stream_id: u32) -> Session {
-        Session {
-            stream_id,
-            spec: None,
-            head: [0; MAX_HEADER],
-            head_len: 0,
-            frame: None,
-            message: Message::None,
-            message_started: None,
-            media_head: [0; MAX_MEDIA_HEADER],
-            media_head_len: 0,
-            control: [0; MAX_CONTROL_PAYLOAD],
-            control_len: 0,
-            last_frame_number: None,
-            dropped: 0,
-            last_message_large: false,
-        }
-    }
-
-    /// Whether the next bytes may start a message body (which needs a
-    /// producer from the pool).
-    fn needs_producer(&self) -> bool {
-        matches!(self.message, Message::None | Message::Header { .. })
-    }
-
-    fn message_in_progress(&self) -> bool {
-        !matches!(self.message, Message::None)
-    }
-
-    fn frame_is_final(&self) -> bool {
-        self.frame.is_some_and(|f| f.fin)
-    }
-
-    /// How many bytes of the current frame can be read straight into the
-    /// slot, if that is worth it.
-    fn direct_len(&self) -> Option<usize> {
-        let frame = self.frame.filter(|f| !f.opcode.is_control())?;
-        let Message::Body { plan, written, .. } = &self.message else {
-            return None;
-        };
-        let len = usize::try_from(frame.remaining).ok()?.min(plan.len - written);
-        (len >= DIRECT_MIN).then_some(len)
-    }
-
-    fn direct_buf(&mut self, len: usize) -> &mut [u8] {
-        let Message::Body { inflight, written, .. } = &mut self.message else { unreachable!() };
-        &mut inflight.bytes_mut()[*written..*written + len]
-    }
-
-    /// Payload bytes of the message being read into a slot that have not
-    /// arrived yet.
-    fn body_left(&self) -> Option<usize> {
-        match &self.message {
-            Message::Body { plan, written, .. } if plan.len > LARGE_MESSAGE => Some(plan.len - written),
-            _ => None,
-        }
-    }
-
-    /// How much to read into scratch: between the fragments of a message
-    /// in a slot, only the next frame header; after a large message, only
-    /// up to the end of the next message's headers, so that bodies go in
-    /// place.
-    fn read_size(&self, scratch: usize) -> usize {
-        let header = self.spec.map_or(0, |s| s.header_len());
-        match (&self.message, self.frame) {
-            (Message::Body { .. }, None) => MAX_HEADER - self.head_len,
-            (Message::None, None) if self.last_message_large => (MAX_HEADER - self.head_len) + header,
-            (Message::Header { .. }, Some(frame)) if self.last_message_large => {
-                (header - self.media_head_len).min(frame.remaining as usize).max(1)
-            }
-            _ => scratch,
-        }
-    }
-
-    /// Bytes the kernel wrote into the slot at `direct_buf`: unmask them in
-    /// place and move on.
-    fn direct_filled(&mut self, n: usize, env: &mut Env<'_>, out: &mut Outbox) -> Result<(), End> {
-        let frame = self.frame.as_mut().expect("a frame is being read");
-        let Message::Body { inflight, written, .. } = &mut self.message else { unreachable!() };
-        frames::unmask(&mut inflight.bytes_mut()[*written..*written + n], frame.key, frame.offset as usize);
-        *written += n;
-        frame.remaining -= n as u64;
-        frame.offset += n as u64;
-        if frame.remaining == 0 {
-            self.end_frame(env, out)?;
-        }
-        Ok(())
-    }
-
-    /// Parses masked bytes from the scratch buffer.
-    fn feed(&mut self, mut data: &mut [u8], env: &mut Env<'_>, out: &mut Outbox) -> Result<(), End> {
-        while !data.is_empty() {
-            let Some(frame) = self.frame else {
-                let need = if self.head_len < 2 { 2 } else { frames::header_len(self.head[1]) };
-                let take = (need - self.head_len).min(data.len());
-                self.head[self.head_len..self.head_len + take].copy_from_slice(&data[..take]);
-                self.head_len += take;
-                data = &mut data[take..];
-                if self.head_len >= 2 && self.head_len == frames::header_len(self.head[1]) {
-                    let head = frames::parse_head(&self.head[..self.head_len])
-                        .map_err(|v| close(code::PROTOCOL_ERROR, v.0))?;
-                    self.head_len = 0;
-                    self.start_frame(head, env, out)?;
-                }
-                continue;
-            };
-            let take = frame.remaining.min(data.len() as u64) as usize;
-            let (chunk, rest) = std::mem::take(&mut data).split_at_mut(take);
-            data = rest;
-            self.payload(chunk, env, out)?;
-        }
-        Ok(())
-    }
-
-    fn start_frame(&mut self, head: FrameHead, env: &mut Env<'_>, out: &mut Outbox) -> Result<(), End> {
-        let max = env.limits.max_message as u64;
-        if !head.opcode.is_control() {
-            match (&mut self.message, head.opcode) {
-                (Message::None, Opcode::Continuation) => {
-                    return Err(close(code::PROTOCOL_ERROR, "continuation frame without a message to continue"))
-                }
-                (Message::None, Opcode::Text) => {
-                    if head.len > MAX_TEXT as u64 {
-                        return Err(close(code::TOO_BIG, format!("text messages are at most {MAX_TEXT} bytes")));
-                    }
-                    self.message = Message::Text(Vec::with_capacity(head.len as usize));
-                }
-                (Message::None, Opcode::Binary) => {
-                    if self.spec.is_none() {
-                        return Err(close(
-                            code::UNSUPPORTED_DATA,
-                            "binary message before the stream was declared (send a text declaration first)",
-                        ));
-                    }
-                    if head.len > max {
-                        return Err(too_big(head.len, max));
-                    }
-                    self.message = Message::Header { frames_len: head.len };
-                    self.media_head_len = 0;
-                    self.message_started = Some(env.now);
-                }
-                (_, Opcode::Text | Opcode::Binary) => {
-                    return Err(close(code::PROTOCOL_ERROR, "a new message began before the previous one ended"))
-                }
-                (Message::Text(bytes), _) => {
-                    if bytes.len() as u64 + head.len > MAX_TEXT as u64 {
-                        return Err(close(code::TOO_BIG, format!("text messages are at most {MAX_TEXT} bytes")));
-                    }
-                }
-                (Message::Header { frames_len }, _) => {
-                    *frames_len += head.len;
-                    if *frames_len > max {
-                        return Err(too_big(*frames_len, max));
-                    }
-                }
-                (Message::Body { plan, frames_len, .. } | Message::Discard { plan, frames_len, .. }, _) => {
-                    *frames_len += head.len;
-                    if *frames_len > plan.len as u64 {
-                        return Err(wrong_length(*frames_len, plan.len, "or more"));
-                    }
-                }
-                (_, Opcode::Close | Opcode::Ping | Opcode::Pong) => unreachable!("control frames are handled below"),
-            }
-        } else {
-            self.control_len = 0;
-        }
-        self.frame =
-            Some(CurrentFrame { opcode: head.opcode, fin: head.fin, remaining: head.len, offset: 0, key: head.mask });
-        if head.len == 0 {
-            self.end_frame(env, out)?;
-        }
-        Ok(())
-    }
-
-    /// Routes a run of the current frame's masked payload.
-    fn payload(&mut self, mut chunk: &mut [u8], env: &mut Env<'_>, out: &mut Outbox) -> Result<(), End> {
-        while !chunk.is_empty() {
-            let frame = self.frame.expect("a frame is being read");
-            let phase = frame.offset as usize;
-            let n = if frame.opcode.is_control() {
-                let n = chunk.len();
-                let dst = &mut self.control[self.control_len..self.control_len + n];
-                frames::copy_unmasked(dst, chunk, frame.key, phase);
-                self.control_len += n;
-                n
-            } else {
-                match &mut self.message {
-                    Message::None => unreachable!("data frames always belong to a message"),
-                    Message::Text(bytes) => {
-                        let start = bytes.len();
-                        bytes.resize(start + chunk.len(), 0);
-                        frames::copy_unmasked(&mut bytes[start..], chunk, frame.key, phase);
-                        chunk.len()
-                    }
-                    Message::Header { .. } => {
-                        let spec = self.spec.expect("binary messages need a declaration");
-                        let n = (spec.header_len() - self.media_head_len).min(chunk.len());
-                        let dst = &mut self.media_head[self.media_head_len..self.media_head_len + n];
-                        frames::copy_unmasked(dst, &chunk[..n], frame.key, phase);
-                        self.media_head_len += n;
-                        n
-                    }
-                    Message::Body { inflight, written, .. } => {
-                        let n = chunk.len();
-                        // In bounds: every frame's length was checked
-                        // against the planned length when it started.
-                        let dst = &mut inflight.bytes_mut()[*written..*written + n];
-                        frames::copy_unmasked(dst, chunk, frame.key, phase);
-                        *written += n;
-                        n
-                    }
-                    Message::Discard { seen, .. } => {
-                        *seen += chunk.len() as u64;
-                        chunk.len()
-                    }
-                }
-            };
-            chunk = &mut std::mem::take(&mut chunk)[n..];
-            let frame = self.frame.as_mut().expect("a frame is being read");
-            frame.remaining -= n as u64;
-            frame.offset += n as u64;
-            if let Message::Header { .. } = self.message {
-                if self.media_head_len == self.spec.map_or(0, |s| s.header_len()) {
-                    self.begin_body(env, out)?;
-                }
-            }
-            if self.frame.is_some_and(|f| f.remaining == 0) {
-                self.end_frame(env, out)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The media header is complete: check it, reserve the slot, copy the
-    /// header in and let shmring-media check it in place.
-    fn begin_body(&mut self, env: &mut Env<'_>, out: &mut Outbox) -> Result<(), End> {
-        let Message::Header { frames_len } = self.message else { unreachable!() };
-        let spec = self.spec.expect("binary messages need a declaration");
-        let header_len = spec.header_len();
-        let plan = match spec.plan(&self.media_head[..header_len], env.limits.max_message) {
-            Ok(plan) => plan,
-            Err(HeaderError::TooBig { len, max }) => return Err(too_big(len, max as u64)),
-            Err(HeaderError::Invalid(reason)) => return Err(close(code::INVALID_PAYLOAD, reason)),
-        };
-        if let Some(last) = self.last_frame_number.filter(|&last| plan.frame_number <= last) {
-            return Err(close(
-                code::INVALID_PAYLOAD,
-                format!("frame number {} does not follow {last}", plan.frame_number),
-            ));
-        }
-        if frames_len > plan.len as u64 {
-            return Err(wrong_length(frames_len, plan.len, "or more"));
-        }
-        self.last_frame_number = Some(plan.frame_number);
-        let seen = header_len as u64;
-        let Some(producer) = env.pool.take() else {
-            Counters::bump(&env.counters.dropped_busy);
-            self.discard(plan, seen, frames_len, "no producer free", out);
-            return Ok(());
-        };
-        let mut inflight = match InFlight::reserve(producer, plan.len, spec.kind()) {
-            Ok(inflight) => inflight,
-            Err((producer, error)) => {
-                env.pool.give_back(producer);
-                let reason = match error {
-                    shmring::Error::ConsumerGone { .. } => {
-                        Counters::bump(&env.counters.consumer_gone);
-                        "the ring's consumer is gone"
-                    }
-                    shmring::Error::Dropped | shmring::Error::Full | shmring::Error::Timeout => {
-                        Counters::bump(&env.counters.dropped_full);
-                        "ring full"
-                    }
-                    other => return Err(close(code::INTERNAL, format!("ring refused the frame: {other}"))),
-                };
-                self.discard(plan, seen, frames_len, reason, out);
-                return Ok(());
-            }
-        };
-        inflight.bytes_mut()[..header_len].copy_from_slice(&self.media_head[..header_len]);
-        if let Err(error) = spec.verify(inflight.bytes()) {
-            env.pool.give_back(inflight.abandon());
-            Counters::bump(&env.counters.abandoned);
-            return Err(close(code::INVALID_PAYLOAD, format!("bad media header: {error}")));
-        }
-        inflight.bytes_mut()[STREAM_ID_OFFSET..STREAM_ID_OFFSET + 4].copy_from_slice(&self.stream_id.to_ne_bytes());
-        self.message = Message::Body { inflight, plan, written: header_len, frames_len, reserved_at: env.now };
-        Ok(())
-    }
-
-    /// Goes on reading the message without a slot, and tells the client.
-    fn discard(&mut self, plan: MessagePlan, seen: u64, frames_len: u64, reason: &str, out: &mut Outbox) {
-        self.dropped += 1;
-        tracing::trace!(stream_id = self.stream_id, frame_number = plan.frame_number, reason, "frame dropped");
-        if out.has_room() {
-            frames::push_text(&dropped_notice(plan.frame_number, self.dropped, reason), &mut out.buf);
-        }
-        self.message = Message::Discard { plan, seen, frames_len };
-    }
-
-    fn end_frame(&mut self, env: &mut Env<'_>, out: &mut Outbox) -> Result<(), End> {
-        let frame = self.frame.take().expect("a frame is being read");
-        match frame.opcode {
-            Opcode::Ping => {
-                if out.has_room() {
-                    frames::push_pong(&self.control[..self.control_len], &mut out.buf);
-                }
-                Ok(())
-            }
-            Opcode::Pong => Ok(()),
-            Opcode::Close => Err(End::ClientClosed { code: frames::close_code(&self.control[..self.control_len]) }),
-            _ if frame.fin => self.end_message(env, out),
-            _ => Ok(()),
-        }
-    }
-
-    fn end_message(&mut self, env: &mut Env<'_>, out: &mut Outbox) -> Result<(), End> {
-        self.message_started = None;
-        match std::mem::replace(&mut self.message, Message::None) {
-            Message::None => unreachable!("a final data frame ends a message"),
-            Message::Text(bytes) => {
-                let text = std::str::from_utf8(&bytes)
-                    .map_err(|_| close(code::INVALID_PAYLOAD, "text message is not valid UTF-8"))?;
-                self.on_text(text, env, out)
-            }
-            Message::Header { frames_len } => {
-                let header_len = self.spec.map_or(0, |s| s.header_len());
-                Err(close(
-                    code::INVALID_PAYLOAD,
-                    format!("message of {frames_len} bytes is shorter than its {header_len}-byte media header"),
-                ))
-            }
-            Message::Body { inflight, plan, written, .. } => {
-                if written != plan.len {
-                    env.pool.give_back(inflight.abandon());
-                    Counters::bump(&env.counters.abandoned);
-                    return Err(wrong_length(written as u64, plan.len, ""));
-                }
-                env.pool.give_back(inflight.commit());
-                Counters::bump(&env.counters.messages);
-                Counters::add(&env.counters.bytes, plan.len as u64);
-                self.last_message_large = plan.len > LARGE_MESSAGE;
-                Ok(())
-            }
-            Message::Discard { plan, seen, .. } => {
-                if seen != plan.len as u64 {
-                    return Err(wrong_length(seen, plan.len, ""));
-                }
-                self.last_message_large = plan.len > LARGE_MESSAGE;
-                Ok(())
-            }
-        }
-    }
-
-    fn on_text(&mut self, text: &str, env: &mut Env<'_>, out: &mut Outbox) -> Result<(), End> {
-        match parse_text(text) {
-            Ok(spec) => {
-                let max = env.limits.max_message;
-                if let Some(len) = spec.packed_len().filter(|&len| len > max) {
-                    return Err(close(
-                        code::TOO_BIG,
-                        format!("frames of this size take {len} bytes; the largest record is {max}"),
-                    ));
-                }
-                self.spec = Some(spec);
-                Counters::bump(&env.counters.declarations);
-                tracing::debug!(stream_id = self.stream_id, ?spec, "stream declared");
-                frames::push_text(&ready_notice(self.stream_id, &spec, max), &mut out.buf);
-                Ok(())
-            }
-            Err(TextError::NotADeclaration) if self.spec.is_some() => Err(close(
-                code::UNSUPPORTED_DATA,
-                "text message where binary media frames were expected (text is for declarations only)",
-            )),
-            Err(TextError::NotADeclaration) => {
-                Err(close(code::INVALID_PAYLOAD, "the first message must be a stream declaration"))
-            }
-            Err(TextError::BadDeclaration(reason)) => {
-                Err(close(code::INVALID_PAYLOAD, format!("bad declaration: {reason}")))
-            }
-        }
-    }
-
-    fn on_tick(&mut self, env: &mut Env<'_>, out: &mut Outbox) -> Result<(), End> {
-        let now = env.now;
-        if let Message::Body { reserved_at, .. } = &self.message {
-            if now.saturating_duration_since(*reserved_at) >= env.limits.message_timeout {
-                let Message::Body { inflight, plan, written, frames_len, .. } =
-                    std::mem::replace(&mut self.message, Message::None)
-                else {
-                    unreachable!()
-                };
-                env.pool.give_back(inflight.abandon());
-                Counters::bump(&env.counters.abandoned);
-                Counters::bump(&env.counters.message_timeouts);
-                let ms = env.limits.message_timeout.as_millis();
-                tracing::debug!(stream_id = self.stream_id, written, len = plan.len, "message too slow; slot given up");
-                self.discard(plan, written as u64, frames_len, &format!("message not completed within {ms} ms"), out);
-            }
-        }
-        if let Some(started) = self.message_started {
-            if now.saturating_duration_since(started) >= env.limits.idle_timeout {
-                return Err(close(
-                    code::POLICY,
-                    format!("message not completed within {} s", env.limits.idle_timeout.as_secs()),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Gives up a slot in flight (a skip record) and forgets the message.
-    fn abandon(&mut self, env: &mut Env<'_>) {
-        if let Message::Body { inflight, .. } = std::mem::replace(&mut self.message, Message::None) {
-            env.pool.give_back(inflight.abandon());
-            Counters::bump(&env.counters.abandoned);
-        }
-        self.frame = None;
-        self.message_started = None;
-    }
-}
-
 /// SO_RCVLOWAT: the socket reads as ready once `bytes` are queued (or at
 /// EOF or an error, whatever the setting).
 fn set_receive_low_water(stream: &TcpStream, bytes: usize) -> io::Result<()> {
@@ -948,13 +390,4 @@ fn set_receive_low_water(stream: &TcpStream, bytes: usize) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-fn too_big(len: u64, max: u64) -> End {
-    close(code::TOO_BIG, format!("message of {len} bytes exceeds the largest record ({max} bytes)"))
-}
-
-fn wrong_length(len: u64, expected: usize, qualifier: &str) -> End {
-    let sep = if qualifier.is_empty() { "" } else { " " };
-    close(code::INVALID_PAYLOAD, format!("message of {len}{sep}{qualifier} bytes, its header describes {expected}"))
 }

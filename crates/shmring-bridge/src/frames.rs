@@ -165,6 +165,43 @@ pub(crate) fn close_code(payload: &[u8]) -> u16 {
     }
 }
 
+/// A client's close frame the bridge must fail the connection over
+/// (RFC 6455 sections 5.5.1, 7.1.5 and 7.4): the close code to answer
+/// with and why.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct BadClose {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// Whether a peer may send close code `code`: 1000-1003 and 1007-1014
+/// (the registered ones; 1004 is reserved, 1005, 1006 and 1015 are never
+/// sent on the wire), 3000-3999 (registered with IANA) and 4000-4999
+/// (private use). Everything else, 0-999 included, is invalid.
+pub(crate) fn close_code_allowed(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Checks a client's close payload: empty (no status), or a valid code
+/// followed by a UTF-8 reason. Returns the client's code (1005, "no
+/// status", for an empty payload).
+pub(crate) fn check_close(payload: &[u8]) -> Result<u16, BadClose> {
+    match payload {
+        [] => Ok(1005),
+        [_] => Err(BadClose { code: 1002, reason: "close frame with a one-byte payload" }),
+        [a, b, reason @ ..] => {
+            let code = u16::from_be_bytes([*a, *b]);
+            if !close_code_allowed(code) {
+                return Err(BadClose { code: 1002, reason: "close frame with an invalid close code" });
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(BadClose { code: 1007, reason: "close reason is not valid UTF-8" });
+            }
+            Ok(code)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +264,25 @@ mod tests {
             copy_unmasked(bt, &masked[split..], key, split);
             assert_eq!(b, plain, "copy split at {split}");
         }
+    }
+
+    #[test]
+    fn close_payloads_are_checked_as_rfc_6455_requires() {
+        assert_eq!(check_close(b""), Ok(1005));
+        for code in [1000u16, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 3999, 4000, 4999] {
+            assert_eq!(check_close(&code.to_be_bytes()), Ok(code), "{code}");
+        }
+        let mut with_reason = 1000u16.to_be_bytes().to_vec();
+        with_reason.extend_from_slice("fin é".as_bytes());
+        assert_eq!(check_close(&with_reason), Ok(1000));
+        assert_eq!(check_close(&[3]).unwrap_err().code, 1002);
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, u16::MAX] {
+            assert_eq!(check_close(&code.to_be_bytes()).unwrap_err().code, 1002, "{code}");
+        }
+        let mut bad_utf8 = 1000u16.to_be_bytes().to_vec();
+        bad_utf8
+            .extend_from_slice(&[0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5, 0xed, 0xa0, 0x80]);
+        assert_eq!(check_close(&bad_utf8).unwrap_err().code, 1007);
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub(crate) const MAX_REQUEST: usize = 8192;
 
 /// The JS client, served at `/shmring-bridge.js`.
 pub const CLIENT_JS: &str = include_str!("../js/shmring-bridge.js");
+/// The JS client's file lane, imported by the client, served at
+/// `/shmring-file-lane.js`.
+pub const FILE_LANE_JS: &str = include_str!("../js/shmring-file-lane.js");
 /// The capture page, served at `/`.
 pub const CAPTURE_PAGE: &str = include_str!("../js/capture.html");
 
@@ -119,6 +122,7 @@ impl Site {
         match request.uri().path() {
             "/" | "/capture.html" => ok("text/html; charset=utf-8", CAPTURE_PAGE),
             "/shmring-bridge.js" => ok("text/javascript; charset=utf-8", CLIENT_JS),
+            "/shmring-file-lane.js" => ok("text/javascript; charset=utf-8", FILE_LANE_JS),
             "/stats" => ok("application/json", &(self.stats_json)()),
             _ => refuse("404 Not Found", "no such page\n"),
         }
@@ -190,6 +194,7 @@ mod tests {
         };
         assert!(get("/").contains("<html"));
         assert!(get("/shmring-bridge.js").contains("export"));
+        assert!(get("/shmring-file-lane.js").contains("export class FileLane"));
         assert!(get("/stats").ends_with("{}"));
         assert!(get("/nope").starts_with("HTTP/1.1 404"));
     }

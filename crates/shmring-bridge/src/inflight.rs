@@ -170,7 +170,7 @@ mod tests {
         assert_eq!(pool.in_use(), 0);
         let frame = consumer.recv().unwrap();
         assert_eq!((frame.kind(), frame.len()), (7, 100));
-        assert!(frame.iter().all(|&b| b == 0xab));
+        assert!(frame.to_vec().iter().all(|&b| b == 0xab));
         drop(frame);
         assert!(consumer.try_recv().unwrap().is_none());
         assert_eq!(consumer.stats().skipped, 1);

@@ -9,7 +9,7 @@
 //! use shmring::{Consumer, RingOptions};
 //! use shmring_bridge::client::{video_message, Client};
 //! use shmring_bridge::{Bridge, BridgeConfig};
-//! use shmring_media::{PixelFormat, VideoFrame, VideoMeta};
+//! use shmring_media::{Announcement, PixelFormat, VideoFrame, VideoMeta};
 //!
 //! // The consumer (an encoder) owns the ring; the bridge is one of its
 //! // producers, here in the same process.
@@ -23,6 +23,9 @@
 //! let meta = VideoMeta { stream_id: 0, timestamp_us: 33_333, frame_number: 1 };
 //! client.send_binary(&video_message(PixelFormat::I420, 640, 360, &meta), 131_000)?;
 //!
+//! // The stream is named first (an announce record), then its frames.
+//! let named = Announcement::parse(&consumer.recv()?)?;
+//! assert_eq!(named.kind, shmring_media::KIND_VIDEO);
 //! let record = consumer.recv()?;
 //! let frame = VideoFrame::parse(&record)?;
 //! assert_eq!((frame.width(), frame.height(), frame.timestamp_us()), (640, 360, 33_333));
@@ -36,8 +39,9 @@
 //! headers, masking), `http` (the upgrade and the pages), `protocol`
 //! (declarations, notices, media header checks), `inflight` (producers
 //! shared by connections, the reservation a message holds), `connection`,
-//! `worker`, [`stats`], [`client`], plus [`chromium`] and [`process_usage`]
-//! used by the tests and the load bench.
+//! `worker`, [`stats`], [`client`], [`extension`] (the meeting recorder's
+//! browser extension), plus [`chromium`] and [`process_usage`] used by the
+//! tests and the load bench.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -47,17 +51,21 @@ pub mod chromium;
 pub mod client;
 mod config;
 mod connection;
+pub mod extension;
+pub mod frame_file;
 mod frames;
 mod http;
 mod inflight;
+mod outbox;
 pub mod process_usage;
 pub mod protocol;
+mod session;
 pub mod stats;
 mod worker;
 
 pub use bridge::{raise_open_file_limit, serve_until_signal, Bridge, BridgeError, RingSource, ShutdownHandle};
 pub use config::{BridgeConfig, DEFAULT_PORT};
-pub use http::{CAPTURE_PAGE, CLIENT_JS};
+pub use http::{CAPTURE_PAGE, CLIENT_JS, FILE_LANE_JS};
 pub use stats::{BridgeStats, CloseCount};
 
 /// The README's Rust example, compiled as a doc test.

@@ -4,6 +4,7 @@
 //! ```text
 //! shmring-bridge NAME [--listen 127.0.0.1:8787]     attach by name
 //! SHMRING_FD=3:4:5 shmring-bridge [--listen ...]    attach from inherited descriptors
+//! shmring-bridge NAME --extension-dir DIR           and write the meeting extension
 //! ```
 //!
 //! The first line on stdout is `listening on ADDRESS`; with `--stats-every`
@@ -59,9 +60,18 @@ struct Args {
     /// Do not serve the capture page, the JS client and /stats.
     #[arg(long)]
     no_pages: bool,
+    /// A browser profile directory (on tmpfs) under which pages' frame
+    /// files are looked for (repeatable). Without one there is no file
+    /// lane: pages send their frames as binary messages.
+    #[arg(long = "profile-dir")]
+    profile_dirs: Vec<std::path::PathBuf>,
     /// Print the counters as a JSON line every this many seconds.
     #[arg(long)]
     stats_every: Option<f64>,
+    /// Write the meeting extension into this directory, pointed at this
+    /// bridge, for Chromium's `--load-extension`.
+    #[arg(long)]
+    extension_dir: Option<std::path::PathBuf>,
 }
 
 fn config(args: &Args) -> BridgeConfig {
@@ -89,6 +99,7 @@ fn config(args: &Args) -> BridgeConfig {
         config.allowed_origins = Some(args.allow_origins.clone());
     }
     config.serve_pages = !args.no_pages;
+    config.profile_dirs = args.profile_dirs.clone();
     config
 }
 
@@ -123,9 +134,20 @@ fn main() -> ExitCode {
             }
         }
     };
+    let extension_failed = std::cell::Cell::new(false);
     let stats_every = args.stats_every.filter(|s| *s > 0.0).map(Duration::from_secs_f64);
     let result = serve_until_signal(config(&args), source, |bridge| {
         let addr = bridge.local_addr();
+        if let Some(dir) = &args.extension_dir {
+            if let Err(e) = shmring_bridge::extension::write(dir, &format!("ws://{addr}/")) {
+                eprintln!("shmring-bridge: cannot write the extension into {}: {e}", dir.display());
+                extension_failed.set(true);
+                // The signal is blocked and taken by the wait that follows:
+                // the bridge stops as on SIGTERM.
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+                return;
+            }
+        }
         print_line(&format!("listening on {addr}"));
         eprintln!("shmring-bridge: WebSocket ws://{addr}/  capture page http://{addr}/  counters http://{addr}/stats");
         if let Some(interval) = stats_every {
@@ -137,6 +159,7 @@ fn main() -> ExitCode {
         }
     });
     match result {
+        Ok(_) if extension_failed.get() => ExitCode::FAILURE,
         Ok(stats) => {
             print_line(&serde_json::json!({ "final": stats }).to_string());
             ExitCode::SUCCESS

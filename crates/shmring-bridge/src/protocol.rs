@@ -12,7 +12,7 @@ use serde_json::json;
 use shmring_media::sys::{shmring_audio_header, shmring_video_header};
 use shmring_media::{
     AudioFrame, MediaError, PixelFormat, SampleFormat, VideoFrame, VideoLayout, AUDIO_HEADER_SIZE, AUDIO_MAGIC,
-    KIND_AUDIO, KIND_VIDEO, MAX_CHANNELS, MAX_DIMENSION, MAX_SAMPLE_RATE, MEDIA_VERSION, VIDEO_HEADER_SIZE,
+    KIND_AUDIO, KIND_VIDEO, MAX_CHANNELS, MAX_DIMENSION, MAX_LABEL, MAX_SAMPLE_RATE, MEDIA_VERSION, VIDEO_HEADER_SIZE,
     VIDEO_MAGIC,
 };
 
@@ -39,13 +39,41 @@ enum Declaration {
     Audio { format: String, sample_rate: u32, channels: u32 },
 }
 
+/// A text message from the page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Text {
+    /// `{"type":"declare",...}`: what the binary messages (or file frames) carry.
+    Declare(StreamSpec),
+    /// `{"type":"file","token":"<32 hex digits>","size":N}`: frames will
+    /// come through the file with this token at offset 0.
+    OpenFile { token: [u8; 16], size: u64 },
+    /// `{"type":"frame","position":P,"length":L,"frame_number":N}`: a frame
+    /// the page wrote into its file at data position `P` (an absolute,
+    /// increasing position: the file offset is `P` modulo the data region).
+    Frame(FrameControl),
+}
+
+/// Where a frame of the file lane lies, as the page says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub(crate) struct FrameControl {
+    pub position: u64,
+    pub length: u64,
+    pub frame_number: u64,
+}
+
+#[derive(Deserialize)]
+struct FileDeclaration {
+    token: String,
+    size: u64,
+}
+
 /// Why a text message was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum TextError {
-    /// Not a declaration at all (`"type"` is not `"declare"`).
-    NotADeclaration,
-    /// A declaration with impossible or unknown fields.
-    BadDeclaration(String),
+    /// Not a message of this protocol (`"type"` is none of its types).
+    Unknown,
+    /// A message of a known type with impossible or unknown fields.
+    Bad(String),
 }
 
 /// The pixel format a declaration names (WebCodecs' names).
@@ -84,13 +112,54 @@ fn sample_format_name(format: SampleFormat) -> &'static str {
     }
 }
 
-/// Reads a text message: a declaration, or why not.
-pub(crate) fn parse_text(text: &str) -> Result<StreamSpec, TextError> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| TextError::NotADeclaration)?;
-    if value.get("type").and_then(|t| t.as_str()) != Some("declare") {
-        return Err(TextError::NotADeclaration);
+/// Reads a text message of the page.
+pub(crate) fn parse_text(text: &str) -> Result<Text, TextError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| TextError::Unknown)?;
+    let bad = |reason: String| TextError::Bad(reason);
+    match value.get("type").and_then(|t| t.as_str()) {
+        Some("declare") => parse_declaration(value).map(Text::Declare),
+        Some("frame") => {
+            let control: FrameControl = serde_json::from_value(value).map_err(|e| bad(format!("bad frame: {e}")))?;
+            Ok(Text::Frame(control))
+        }
+        Some("file") => {
+            let file: FileDeclaration =
+                serde_json::from_value(value).map_err(|e| bad(format!("bad file declaration: {e}")))?;
+            let token = parse_token(&file.token)
+                .ok_or_else(|| bad("bad file declaration: the token is not 32 hex digits".into()))?;
+            Ok(Text::OpenFile { token, size: file.size })
+        }
+        _ => Err(TextError::Unknown),
     }
-    let bad = |reason: String| TextError::BadDeclaration(reason);
+}
+
+fn parse_token(hex: &str) -> Option<[u8; 16]> {
+    if hex.len() != 32 || !hex.is_ascii() {
+        return None;
+    }
+    let mut token = [0u8; 16];
+    for (i, byte) in token.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(token)
+}
+
+/// The `label` of a declaration (`""` when it has none): at most
+/// [`MAX_LABEL`] bytes. Anything else is refused with the reason.
+pub(crate) fn declared_label(text: &str) -> Result<String, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("bad declaration: {e}"))?;
+    match value.get("label") {
+        None | Some(serde_json::Value::Null) => Ok(String::new()),
+        Some(serde_json::Value::String(label)) if label.len() <= MAX_LABEL => Ok(label.clone()),
+        Some(serde_json::Value::String(label)) => {
+            Err(format!("bad declaration: label of {} bytes, at most {MAX_LABEL}", label.len()))
+        }
+        Some(_) => Err("bad declaration: the label is not a string".into()),
+    }
+}
+
+fn parse_declaration(value: serde_json::Value) -> Result<StreamSpec, TextError> {
+    let bad = |reason: String| TextError::Bad(format!("bad declaration: {reason}"));
     let declaration: Declaration = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
     match declaration {
         Declaration::Video { format, width, height } => {
@@ -312,6 +381,22 @@ pub(crate) fn ready_notice(stream_id: u32, spec: &StreamSpec, max_message: usize
     .to_string()
 }
 
+/// The answer to a file declaration: the file lane is open, or why not
+/// (the page then sends its frames as binary messages).
+pub(crate) fn file_notice(result: Result<(u64, Option<&str>), String>) -> String {
+    match result {
+        Ok((capacity, warning)) => json!({"type": "file", "ok": true, "capacity": capacity, "warning": warning}),
+        Err(reason) => json!({"type": "file", "ok": false, "reason": reason}),
+    }
+    .to_string()
+}
+
+/// A file-lane frame has been taken (read into the ring, or dropped): the
+/// page may write over its data positions before `released`.
+pub(crate) fn ack_notice(frame_number: u64, released: u64) -> String {
+    json!({"type": "ack", "frame_number": frame_number, "released": released}).to_string()
+}
+
 /// A message that did not reach the ring: the page may skip frames.
 pub(crate) fn dropped_notice(frame_number: u64, dropped: u64, reason: &str) -> String {
     json!({"type": "dropped", "frame_number": frame_number, "dropped": dropped, "reason": reason}).to_string()
@@ -329,21 +414,45 @@ mod tests {
     fn declarations_parse_and_refuse() {
         assert_eq!(
             parse_text(r#"{"type":"declare","kind":"video","format":"I420","width":1920,"height":1080}"#),
-            Ok(VIDEO)
+            Ok(Text::Declare(VIDEO))
         );
         assert_eq!(
             parse_text(r#"{"type":"declare","kind":"audio","format":"f32-planar","sample_rate":48000,"channels":2}"#),
-            Ok(StreamSpec::Audio { format: SampleFormat::F32Planar, sample_rate: 48000, channels: 2 })
+            Ok(Text::Declare(StreamSpec::Audio { format: SampleFormat::F32Planar, sample_rate: 48000, channels: 2 }))
         );
-        assert_eq!(parse_text("hello"), Err(TextError::NotADeclaration));
-        assert_eq!(parse_text(r#"{"type":"hello"}"#), Err(TextError::NotADeclaration));
+        assert_eq!(parse_text("hello"), Err(TextError::Unknown));
+        assert_eq!(parse_text(r#"{"type":"hello"}"#), Err(TextError::Unknown));
         for bad in [
             r#"{"type":"declare","kind":"video","format":"YUY2","width":2,"height":2}"#,
             r#"{"type":"declare","kind":"video","format":"I420","width":0,"height":2}"#,
             r#"{"type":"declare","kind":"audio","format":"s16","sample_rate":48000,"channels":33}"#,
             r#"{"type":"declare","kind":"subtitles"}"#,
         ] {
-            assert!(matches!(parse_text(bad), Err(TextError::BadDeclaration(_))), "{bad}");
+            assert!(matches!(parse_text(bad), Err(TextError::Bad(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_lane_messages_parse_and_refuse() {
+        assert_eq!(
+            parse_text(r#"{"type":"file","token":"00112233445566778899aabbccddeeff","size":33554432}"#),
+            Ok(Text::OpenFile {
+                token: [0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff],
+                size: 32 << 20
+            })
+        );
+        assert_eq!(
+            parse_text(r#"{"type":"frame","position":4096,"length":3110528,"frame_number":7}"#),
+            Ok(Text::Frame(FrameControl { position: 4096, length: 3_110_528, frame_number: 7 }))
+        );
+        for bad in [
+            r#"{"type":"file","token":"0011","size":33554432}"#,
+            r#"{"type":"file","token":"zz112233445566778899aabbccddeeff","size":1}"#,
+            r#"{"type":"frame","position":-1,"length":3,"frame_number":7}"#,
+            r#"{"type":"frame","position":1.5,"length":3,"frame_number":7}"#,
+            r#"{"type":"frame","position":1,"frame_number":7}"#,
+        ] {
+            assert!(matches!(parse_text(bad), Err(TextError::Bad(_))), "{bad}");
         }
     }
 

@@ -19,6 +19,7 @@ pub(crate) struct Counters {
     pub pages_served: AtomicU64,
     pub bad_requests: AtomicU64,
     pub declarations: AtomicU64,
+    pub announcements: AtomicU64,
     pub messages: AtomicU64,
     pub bytes: AtomicU64,
     pub dropped_full: AtomicU64,
@@ -30,6 +31,11 @@ pub(crate) struct Counters {
     pub disconnects: AtomicU64,
     pub client_closes: AtomicU64,
     pub consumer_gone: AtomicU64,
+    pub file_lanes: AtomicU64,
+    pub file_lanes_refused: AtomicU64,
+    pub file_messages: AtomicU64,
+    pub file_errors: AtomicU64,
+    pub bad_controls: AtomicU64,
     pub in_flight: AtomicU64,
     pub producers: AtomicU64,
     closes_sent: [AtomicU64; CODES],
@@ -106,6 +112,7 @@ impl Registry {
             pages_served: load(|c| &c.pages_served),
             bad_requests: load(|c| &c.bad_requests),
             declarations: load(|c| &c.declarations),
+            announcements: load(|c| &c.announcements),
             messages: load(|c| &c.messages),
             bytes: load(|c| &c.bytes),
             dropped_full: load(|c| &c.dropped_full),
@@ -117,6 +124,11 @@ impl Registry {
             disconnects: load(|c| &c.disconnects),
             client_closes: load(|c| &c.client_closes),
             consumer_gone: load(|c| &c.consumer_gone),
+            file_lanes: load(|c| &c.file_lanes),
+            file_lanes_refused: load(|c| &c.file_lanes_refused),
+            file_messages: load(|c| &c.file_messages),
+            file_errors: load(|c| &c.file_errors),
+            bad_controls: load(|c| &c.bad_controls),
             in_flight: load(|c| &c.in_flight),
             producers: load(|c| &c.producers),
             closes_sent,
@@ -151,6 +163,9 @@ pub struct BridgeStats {
     pub bad_requests: u64,
     /// Stream declarations accepted.
     pub declarations: u64,
+    /// Announce records written (one per stream, and one more per change
+    /// of kind or label).
+    pub announcements: u64,
     /// Messages committed to the ring as records.
     pub messages: u64,
     /// Payload bytes of those records.
@@ -174,6 +189,20 @@ pub struct BridgeStats {
     pub client_closes: u64,
     /// Reservations refused because the ring's consumer is gone.
     pub consumer_gone: u64,
+    /// File lanes opened: the page's frame file was found.
+    pub file_lanes: u64,
+    /// File declarations refused (no profile directory, file not found):
+    /// those pages send binary messages instead.
+    pub file_lanes_refused: u64,
+    /// Records read from a page's frame file (part of `messages`).
+    pub file_messages: u64,
+    /// Sessions ended because their frame file was truncated, resized,
+    /// removed or replaced.
+    pub file_errors: u64,
+    /// Sessions ended over a hostile file-lane control message (out of
+    /// range, overlapping, replayed, stale, or disagreeing with the frame's
+    /// header).
+    pub bad_controls: u64,
     /// Messages in flight now (each holds a producer slot).
     pub in_flight: u64,
     /// Producer slots the bridge holds.

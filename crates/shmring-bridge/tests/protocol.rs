@@ -266,6 +266,47 @@ fn pings_are_answered_and_a_client_close_is_echoed() {
 }
 
 #[test]
+fn invalid_close_frames_fail_the_connection_as_rfc_6455_requires() {
+    let consumer = ring(1 << 20);
+    let bridge = BridgeProcess::start(&consumer, &[]);
+    let with_reason = |code: u16, reason: &[u8]| [&code.to_be_bytes()[..], reason].concat();
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("a one-byte payload", vec![0x03], 1002),
+        ("code 0", with_reason(0, b""), 1002),
+        ("code 999", with_reason(999, b""), 1002),
+        ("code 1004 (reserved)", with_reason(1004, b""), 1002),
+        ("code 1005 (never sent)", with_reason(1005, b""), 1002),
+        ("code 1006 (never sent)", with_reason(1006, b""), 1002),
+        ("code 1015 (never sent)", with_reason(1015, b""), 1002),
+        ("code 1016 (unassigned)", with_reason(1016, b""), 1002),
+        ("code 2999 (unassigned)", with_reason(2999, b""), 1002),
+        ("code 5000", with_reason(5000, b""), 1002),
+        ("a reason that is not UTF-8", with_reason(1000, &[b'o', b'k', 0xed, 0xa0, 0x80]), 1007),
+        ("a valid code, echoed", with_reason(1001, b"leaving"), 1001),
+        ("a private code, echoed", with_reason(4321, "fini é".as_bytes()), 4321),
+        ("no status, answered with 1000", Vec::new(), 1000),
+    ];
+    for (what, payload, expected) in &cases {
+        let mut client = Client::connect(bridge.addr).unwrap();
+        client.declare(SMALL_AUDIO_DECLARATION).unwrap();
+        client.send_frame(true, 8, payload).unwrap();
+        let (code, reason) = client.recv_close().unwrap();
+        assert_eq!(code, *expected, "{what}: {reason}");
+    }
+    let stats = bridge.stop();
+    assert_eq!(stats["client_closes"], 3, "only the valid closes count as the client's: {stats}");
+    let sent = |code: u16| {
+        stats["closes_sent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["code"] == code)
+            .map_or(0, |c| c["count"].as_u64().unwrap())
+    };
+    assert_eq!((sent(1002), sent(1007)), (10, 1), "{stats}");
+}
+
+#[test]
 fn abrupt_disconnect_mid_message_leaves_a_skip_and_the_bridge_serving() {
     let consumer = ring(64 << 20);
     let bridge = BridgeProcess::start(&consumer, &[]);

@@ -20,6 +20,7 @@ pub fn serve(args: BridgeArgs) -> Outcome {
     config.idle_timeout = args.idle_timeout;
     config.allowed_origins = (!args.allow_origins.is_empty()).then(|| args.allow_origins.clone());
     config.serve_pages = !args.no_pages;
+    config.profile_dirs = args.profile_dirs.clone();
     let _span = tracing::info_span!("bridge", ring = %name).entered();
     let stats = serve_until_signal(config, RingSource::Name(name.clone()), |bridge| {
         let addr = bridge.local_addr();

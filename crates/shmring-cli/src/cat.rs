@@ -94,7 +94,7 @@ pub fn cat(args: CatArgs) -> Outcome {
             // a reader we do not track may read it at any time).
             pipes::VideoPipe::new(false).write(out.as_fd(), &mut queue).map(|_| len)
         } else {
-            let chunk = match AudioFrame::from_payload(&frame) {
+            let chunk = match AudioFrame::parse(&frame) {
                 Ok(chunk) => chunk,
                 Err(e) => {
                     eprintln!("cat: skipped an invalid audio chunk: {e}");

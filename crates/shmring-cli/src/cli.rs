@@ -354,6 +354,11 @@ pub struct BridgeArgs {
     /// Do not serve the capture page, the JS client and /stats.
     #[arg(long)]
     pub no_pages: bool,
+    /// A browser profile directory (on tmpfs) under which pages' frame
+    /// files are looked for: the file lane (repeatable; without one, pages
+    /// send frames as WebSocket payloads).
+    #[arg(long = "profile-dir")]
+    pub profile_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

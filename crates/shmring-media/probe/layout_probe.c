@@ -23,6 +23,7 @@ extern const uint32_t CAT(PROBE_NAME, _len);
 
 #define V(field) (uint32_t) offsetof(shmring_video_header, field)
 #define A(field) (uint32_t) offsetof(shmring_audio_header, field)
+#define N(field) (uint32_t) offsetof(shmring_announce_header, field)
 
 /* Keep in the order of `LAYOUT_TABLE` in tests/layout.rs. */
 const uint32_t PROBE_NAME[] = {
@@ -36,7 +37,12 @@ const uint32_t PROBE_NAME[] = {
     A(magic), A(version), A(header_size), A(stream_id), A(sample_format), A(timestamp_us),
     A(frame_number), A(sample_rate), A(channels), A(frame_count), A(data_offset),
     A(channel_stride), A(reserved0),
-    SHMRING_KIND_VIDEO, SHMRING_KIND_AUDIO, SHMRING_VIDEO_MAGIC, SHMRING_AUDIO_MAGIC,
+    (uint32_t)sizeof(shmring_announce_header),
+    (uint32_t)PROBE_ALIGNOF(shmring_announce_header),
+    N(magic), N(version), N(header_size), N(stream_id), N(stream_kind), N(timestamp_us),
+    N(label_offset), N(label_length), N(reserved0),
+    SHMRING_KIND_VIDEO, SHMRING_KIND_AUDIO, SHMRING_KIND_ANNOUNCE, SHMRING_VIDEO_MAGIC, SHMRING_AUDIO_MAGIC,
+    SHMRING_ANNOUNCE_MAGIC, SHMRING_MAX_LABEL,
     SHMRING_MEDIA_VERSION, SHMRING_MEDIA_ALIGN, SHMRING_MAX_PLANES, SHMRING_MAX_CHANNELS,
     SHMRING_PIXEL_I420, SHMRING_PIXEL_NV12, SHMRING_PIXEL_RGBA, SHMRING_PIXEL_BGRA,
     SHMRING_SAMPLE_F32_PLANAR, SHMRING_SAMPLE_S16_INTERLEAVED,

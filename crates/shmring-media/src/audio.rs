@@ -1,10 +1,11 @@
 //! Audio chunks: their layout, the writers, and the zero-copy view.
 
-use shmring::{Backing, Frame, Producer, Reservation};
+use shmring::{Backing, Frame, Producer, Reservation, SharedBytes};
 
 use crate::error::MediaError;
 use crate::format::{align_up, SampleFormat, AUDIO_HEADER_SIZE, AUDIO_MAGIC, KIND_AUDIO, MAX_CHANNELS};
 use crate::format::{MAX_SAMPLE_RATE, MEDIA_ALIGN, MEDIA_VERSION};
+use crate::samples::SharedSamples;
 use crate::sys::shmring_audio_header;
 use crate::wire;
 
@@ -203,12 +204,14 @@ pub fn write_audio<B: Backing>(
     Ok(())
 }
 
-/// An audio chunk read in place.
+/// An audio chunk read in place: the header copied out once and checked,
+/// the samples as [`SharedSamples`] of the record (read by copy or one
+/// sample at a time; see [`VideoFrame`](crate::VideoFrame) for why).
 #[derive(Clone, Copy, Debug)]
 pub struct AudioFrame<'a> {
     header: shmring_audio_header,
     format: SampleFormat,
-    data: &'a [u8],
+    data: SharedBytes<'a>,
 }
 
 impl<'a> AudioFrame<'a> {
@@ -217,14 +220,20 @@ impl<'a> AudioFrame<'a> {
         if frame.kind() != KIND_AUDIO {
             return Err(MediaError::WrongKind { found: frame.kind(), expected: KIND_AUDIO });
         }
-        AudioFrame::from_payload(frame)
+        AudioFrame::from_bytes(frame.bytes())
     }
 
-    /// Reads an audio payload, checking every field against its length and
-    /// the samples' alignment in memory.
-    pub fn from_payload(payload: &'a [u8]) -> Result<AudioFrame<'a>, MediaError> {
-        let header: shmring_audio_header = wire::read(payload)
-            .ok_or(MediaError::Truncated { needed: AUDIO_HEADER_SIZE as u64, len: payload.len() })?;
+    /// Reads an audio payload (a ring record's [`SharedBytes`], or private
+    /// bytes): the header is copied out once and every field of the copy
+    /// checked against the payload's length and the samples' alignment in
+    /// memory.
+    pub fn from_payload(payload: impl Into<SharedBytes<'a>>) -> Result<AudioFrame<'a>, MediaError> {
+        AudioFrame::from_bytes(payload.into())
+    }
+
+    fn from_bytes(payload: SharedBytes<'a>) -> Result<AudioFrame<'a>, MediaError> {
+        let header: shmring_audio_header = wire::read::<_, AUDIO_HEADER_SIZE>(payload)
+            .ok_or_else(|| MediaError::Truncated { needed: AUDIO_HEADER_SIZE as u64, len: payload.len() })?;
         if header.magic != AUDIO_MAGIC {
             return Err(MediaError::BadMagic { found: header.magic, expected: AUDIO_MAGIC });
         }
@@ -269,7 +278,7 @@ impl<'a> AudioFrame<'a> {
         if end > payload.len() as u64 {
             return Err(MediaError::Truncated { needed: end, len: payload.len() });
         }
-        let data = &payload[offset as usize..end as usize];
+        let data = payload.get(offset as usize..end as usize).expect("checked against the payload's length");
         let align = format.bytes_per_sample();
         if data.as_ptr() as usize % align != 0 {
             return Err(MediaError::Misaligned { offset, align });
@@ -312,32 +321,27 @@ impl<'a> AudioFrame<'a> {
 
     /// Channel `channel` of an `F32Planar` chunk (`None` otherwise or past
     /// the last channel).
-    pub fn channel_f32(&self, channel: u32) -> Option<&'a [f32]> {
+    pub fn channel_f32(&self, channel: u32) -> Option<SharedSamples<'a, f32>> {
         if self.format != SampleFormat::F32Planar || channel >= self.channels() {
             return None;
         }
         let stride = self.header.channel_stride as usize;
         let frames = self.frame_count() as usize;
-        let bytes = self.data.get(channel as usize * stride..channel as usize * stride + frames * 4)?;
-        // SAFETY: `bytes` lies in the record (checked in `from_payload`),
-        // starts 4-byte aligned (aligned data start, stride a multiple of
-        // 64), holds `frames * 4` bytes, and any bits are an f32.
-        Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), frames) })
+        // In the record (checked in `from_payload`), 4-byte aligned (aligned
+        // data start, stride a multiple of 64), `frames` whole samples.
+        let start = channel as usize * stride;
+        self.data.get(start..start + frames * 4).map(SharedSamples::new)
     }
 
     /// The interleaved samples of an `S16Interleaved` chunk.
-    pub fn s16(&self) -> Option<&'a [i16]> {
-        if self.format != SampleFormat::S16Interleaved {
-            return None;
-        }
-        // SAFETY: `data` lies in the record, is 2-byte aligned (checked in
-        // `from_payload`), holds `frames * channels * 2` bytes exactly, and
-        // any bits are an i16.
-        Some(unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<i16>(), self.data.len() / 2) })
+    pub fn s16(&self) -> Option<SharedSamples<'a, i16>> {
+        // `data` lies in the record, is 2-byte aligned (checked in
+        // `from_payload`) and holds `frames * channels` samples exactly.
+        (self.format == SampleFormat::S16Interleaved).then(|| SharedSamples::new(self.data))
     }
 
     /// Every channel of an `F32Planar` chunk, in order (none otherwise).
-    pub fn channels_f32(&self) -> impl Iterator<Item = &'a [f32]> + 'a {
+    pub fn channels_f32(&self) -> impl Iterator<Item = SharedSamples<'a, f32>> + 'a {
         let this = *self;
         (0..this.channels()).map_while(move |c| this.channel_f32(c))
     }

@@ -32,6 +32,8 @@ pub enum MediaError {
     BadAudio { reason: &'static str },
     /// Sample data would not be aligned for its type in memory.
     Misaligned { offset: u64, align: usize },
+    /// An announce header field is impossible for this record.
+    BadAnnounce { reason: &'static str },
     /// A writer was handed arguments that do not describe a frame.
     InvalidInput { reason: &'static str },
 }
@@ -56,6 +58,7 @@ impl fmt::Display for MediaError {
             MediaError::Misaligned { offset, align } => {
                 write!(f, "samples at offset {offset} are not {align}-byte aligned in memory")
             }
+            MediaError::BadAnnounce { reason } => write!(f, "announcement: {reason}"),
             MediaError::InvalidInput { reason } => write!(f, "invalid frame: {reason}"),
         }
     }

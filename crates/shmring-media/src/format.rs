@@ -6,11 +6,19 @@ use crate::sys;
 pub const KIND_VIDEO: u32 = sys::SHMRING_KIND_VIDEO;
 /// Record kind of an audio chunk.
 pub const KIND_AUDIO: u32 = sys::SHMRING_KIND_AUDIO;
+/// Record kind of an announcement: which stream id carries what.
+pub const KIND_ANNOUNCE: u32 = sys::SHMRING_KIND_ANNOUNCE;
 /// First word of a video header ("SHMV").
 pub const VIDEO_MAGIC: u32 = sys::SHMRING_VIDEO_MAGIC;
 /// First word of an audio header ("SHMA").
 pub const AUDIO_MAGIC: u32 = sys::SHMRING_AUDIO_MAGIC;
-/// Layout version of both headers.
+/// First word of an announce header ("SHMN").
+pub const ANNOUNCE_MAGIC: u32 = sys::SHMRING_ANNOUNCE_MAGIC;
+/// Longest announced label, in bytes of UTF-8.
+pub const MAX_LABEL: usize = sys::SHMRING_MAX_LABEL as usize;
+/// Size of the announce header; the label starts at or after it.
+pub const ANNOUNCE_HEADER_SIZE: usize = sys::SHMRING_ANNOUNCE_HEADER_SIZE as usize;
+/// Layout version of the headers.
 pub const MEDIA_VERSION: u16 = sys::SHMRING_MEDIA_VERSION as u16;
 /// Alignment of planes, strides, channel planes and payloads.
 pub const MEDIA_ALIGN: usize = sys::SHMRING_MEDIA_ALIGN as usize;
@@ -29,6 +37,7 @@ pub const MAX_SAMPLE_RATE: u32 = 768_000;
 
 const _: () = assert!(core::mem::size_of::<sys::shmring_video_header>() == VIDEO_HEADER_SIZE);
 const _: () = assert!(core::mem::size_of::<sys::shmring_audio_header>() == AUDIO_HEADER_SIZE);
+const _: () = assert!(core::mem::size_of::<sys::shmring_announce_header>() == ANNOUNCE_HEADER_SIZE);
 const _: () = assert!(VIDEO_HEADER_SIZE % MEDIA_ALIGN == 0 && AUDIO_HEADER_SIZE % MEDIA_ALIGN == 0);
 
 /// How the pixels of a video frame are stored.

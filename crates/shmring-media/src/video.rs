@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use shmring::{Backing, Frame, Producer, Reservation};
+use shmring::{Backing, Frame, Producer, Reservation, SharedBytes};
 
 use crate::error::MediaError;
 use crate::format::{align_up, PixelFormat, KIND_VIDEO, MAX_DIMENSION, MAX_PLANES, MEDIA_ALIGN, MEDIA_VERSION};
@@ -255,13 +255,36 @@ fn copy_plane(dst: &mut [u8], dst_stride: usize, src: &[u8], src_stride: usize, 
     }
 }
 
-/// A video frame read in place: the header's fields, checked, and its
-/// planes as slices of the record.
+/// A video frame read in place: the header's fields, copied out once and
+/// checked, and its planes as [`SharedBytes`] of the record.
+///
+/// The geometry (size, format, offsets, strides) is the checked copy's: a
+/// producer that rewrites the header afterwards changes nothing here, and
+/// every plane and row stays inside the record. Pixels are read where they
+/// lie, by copy ([`SharedBytes::copy_to_slice`]) or handed on as pointer +
+/// length; a producer writing them meanwhile changes the pixels copied,
+/// never where they are read from.
+///
+/// A plane is not a `&[u8]`:
+///
+/// ```compile_fail,E0308
+/// # use shmring::{Consumer, RingOptions};
+/// # use shmring_media::{reserve_video, PixelFormat, VideoFrame, VideoMeta};
+/// # let consumer = Consumer::create_anonymous(&RingOptions::with_capacity(1 << 20))?;
+/// # let mut producer = consumer.producer()?;
+/// # reserve_video(&mut producer, &VideoMeta::default(), PixelFormat::Rgba, 8, 8)?.commit();
+/// let frame = consumer.recv()?;
+/// let video = VideoFrame::parse(&frame)?;
+/// let pixels: &[u8] = video.plane(0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct VideoFrame<'a> {
     header: shmring_video_header,
     format: PixelFormat,
-    planes: [&'a [u8]; MAX_PLANES],
+    /// The whole record; each plane's range in it comes from the checked
+    /// header copy.
+    payload: SharedBytes<'a>,
 }
 
 impl<'a> VideoFrame<'a> {
@@ -270,16 +293,21 @@ impl<'a> VideoFrame<'a> {
         if frame.kind() != KIND_VIDEO {
             return Err(MediaError::WrongKind { found: frame.kind(), expected: KIND_VIDEO });
         }
-        VideoFrame::from_payload(frame)
+        VideoFrame::from_bytes(frame.bytes())
     }
 
-    /// Reads a video payload. Every field is checked against the payload's
-    /// length: planes lie after the header, inside the payload, do not
-    /// overlap, sit at 64-byte aligned offsets with 64-byte aligned strides
-    /// at least one row of pixels wide.
-    pub fn from_payload(payload: &'a [u8]) -> Result<VideoFrame<'a>, MediaError> {
-        let header: shmring_video_header = wire::read(payload)
-            .ok_or(MediaError::Truncated { needed: VIDEO_HEADER_SIZE as u64, len: payload.len() })?;
+    /// Reads a video payload (a ring record's [`SharedBytes`], or private
+    /// bytes). The header is copied out once; every field of that copy is
+    /// checked against the payload's length: planes lie after the header,
+    /// inside the payload, do not overlap, sit at 64-byte aligned offsets
+    /// with 64-byte aligned strides at least one row of pixels wide.
+    pub fn from_payload(payload: impl Into<SharedBytes<'a>>) -> Result<VideoFrame<'a>, MediaError> {
+        VideoFrame::from_bytes(payload.into())
+    }
+
+    fn from_bytes(payload: SharedBytes<'a>) -> Result<VideoFrame<'a>, MediaError> {
+        let header: shmring_video_header = wire::read::<_, VIDEO_HEADER_SIZE>(payload)
+            .ok_or_else(|| MediaError::Truncated { needed: VIDEO_HEADER_SIZE as u64, len: payload.len() })?;
         if header.magic != VIDEO_MAGIC {
             return Err(MediaError::BadMagic { found: header.magic, expected: VIDEO_MAGIC });
         }
@@ -331,12 +359,7 @@ impl<'a> VideoFrame<'a> {
         if let Some(pair) = used.windows(2).find(|pair| pair[0].1 > pair[1].0) {
             return Err(MediaError::BadPlane { plane: pair[1].2, reason: "planes overlap" });
         }
-        let mut planes: [&'a [u8]; MAX_PLANES] = [&[]; MAX_PLANES];
-        for &(start, end, plane) in used.iter() {
-            // In bounds: checked against `payload.len()` above.
-            planes[plane] = &payload[start as usize..end as usize];
-        }
-        Ok(VideoFrame { header, format, planes })
+        Ok(VideoFrame { header, format, payload })
     }
 
     /// The header as it was read (and checked).
@@ -372,8 +395,15 @@ impl<'a> VideoFrame<'a> {
         self.format.plane_count()
     }
     /// `plane` as `stride * rows` bytes of the record (empty past the last).
-    pub fn plane(&self, plane: usize) -> &'a [u8] {
-        self.planes.get(plane).copied().unwrap_or(&[])
+    pub fn plane(&self, plane: usize) -> SharedBytes<'a> {
+        let Some((_, rows)) = self.format.plane_geometry(plane, self.width(), self.height()) else {
+            return SharedBytes::from(&[][..]);
+        };
+        // Offset, stride and rows were checked in `from_payload` to fit the
+        // payload (all below 2^32, 2^32 and 2^16: no overflow).
+        let start = self.header.plane_offset[plane] as usize;
+        let end = start + self.header.plane_stride[plane] as usize * rows as usize;
+        self.payload.get(start..end).unwrap_or(SharedBytes::from(&[][..]))
     }
     /// Bytes per row of `plane` (0 past the last).
     pub fn stride(&self, plane: usize) -> usize {
@@ -385,7 +415,7 @@ impl<'a> VideoFrame<'a> {
     }
     /// Row `row` of `plane`, exactly as many bytes as the row has pixels'
     /// worth (no stride padding), or `None` past the plane.
-    pub fn row(&self, plane: usize, row: usize) -> Option<&'a [u8]> {
+    pub fn row(&self, plane: usize, row: usize) -> Option<SharedBytes<'a>> {
         let (row_bytes, rows) = self.format.plane_geometry(plane, self.width(), self.height())?;
         if row as u64 >= rows {
             return None;
@@ -394,15 +424,15 @@ impl<'a> VideoFrame<'a> {
         self.plane(plane).get(start..start + row_bytes as usize)
     }
     /// The luma plane (I420, NV12) or the only plane (RGBA, BGRA).
-    pub fn y(&self) -> &'a [u8] {
+    pub fn y(&self) -> SharedBytes<'a> {
         self.plane(0)
     }
     /// The U plane (I420), or the interleaved UV plane (NV12).
-    pub fn u(&self) -> &'a [u8] {
+    pub fn u(&self) -> SharedBytes<'a> {
         self.plane(1)
     }
     /// The V plane (I420; empty for other formats).
-    pub fn v(&self) -> &'a [u8] {
+    pub fn v(&self) -> SharedBytes<'a> {
         self.plane(2)
     }
     /// Stride of [`y`](Self::y).

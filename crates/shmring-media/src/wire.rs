@@ -4,7 +4,9 @@
 //! that rewrites the header while the consumer looks at it can change what
 //! the bytes mean, but never make a checked length or offset stale.
 
-use crate::sys::{shmring_audio_header, shmring_video_header};
+use shmring::SharedBytes;
+
+use crate::sys::{shmring_announce_header, shmring_audio_header, shmring_video_header};
 
 /// A header struct of integers only: every bit pattern is a valid value.
 ///
@@ -20,15 +22,18 @@ pub(crate) unsafe trait Plain: Copy {}
 unsafe impl Plain for shmring_video_header {}
 // SAFETY: as above.
 unsafe impl Plain for shmring_audio_header {}
+// SAFETY: as above.
+unsafe impl Plain for shmring_announce_header {}
 
-/// Copies a `T` from the start of `bytes`, or `None` if it is too short.
-pub(crate) fn read<T: Plain>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < size_of::<T>() {
-        return None;
-    }
-    // SAFETY: `bytes` holds at least `size_of::<T>()` readable bytes, the
-    // read is unaligned, and `T: Plain` is valid for any bit pattern.
-    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+/// Copies a `T` of `N` bytes from the start of `bytes` into private
+/// memory, or `None` if it is too short.
+#[inline]
+pub(crate) fn read<T: Plain, const N: usize>(bytes: SharedBytes<'_>) -> Option<T> {
+    const { assert!(N == size_of::<T>()) };
+    let raw: [u8; N] = bytes.load_array(0)?;
+    // SAFETY: `raw` holds `size_of::<T>()` bytes, the read is unaligned,
+    // and `T: Plain` is valid for any bit pattern.
+    Some(unsafe { raw.as_ptr().cast::<T>().read_unaligned() })
 }
 
 /// Copies `value` to the start of `bytes`.

@@ -4,7 +4,9 @@
 
 use std::mem::{align_of, offset_of, size_of};
 
-use shmring_media::sys::{self, shmring_audio_header as Audio, shmring_video_header as Video};
+use shmring_media::sys::{
+    self, shmring_announce_header as Announce, shmring_audio_header as Audio, shmring_video_header as Video,
+};
 
 extern "C" {
     static shmring_media_layout_c: [u32; 0];
@@ -48,10 +50,24 @@ fn rust_table() -> Vec<(&'static str, usize, usize)> {
         ("audio.data_offset", offset_of!(Audio, data_offset), 44),
         ("audio.channel_stride", offset_of!(Audio, channel_stride), 48),
         ("audio.reserved0", offset_of!(Audio, reserved0), 52),
+        ("sizeof(announce)", size_of::<Announce>(), 64),
+        ("alignof(announce)", align_of::<Announce>(), 8),
+        ("announce.magic", offset_of!(Announce, magic), 0),
+        ("announce.version", offset_of!(Announce, version), 4),
+        ("announce.header_size", offset_of!(Announce, header_size), 6),
+        ("announce.stream_id", offset_of!(Announce, stream_id), 8),
+        ("announce.stream_kind", offset_of!(Announce, stream_kind), 12),
+        ("announce.timestamp_us", offset_of!(Announce, timestamp_us), 16),
+        ("announce.label_offset", offset_of!(Announce, label_offset), 24),
+        ("announce.label_length", offset_of!(Announce, label_length), 28),
+        ("announce.reserved0", offset_of!(Announce, reserved0), 32),
         ("KIND_VIDEO", shmring_media::KIND_VIDEO as usize, 1),
         ("KIND_AUDIO", shmring_media::KIND_AUDIO as usize, 2),
+        ("KIND_ANNOUNCE", shmring_media::KIND_ANNOUNCE as usize, 3),
         ("VIDEO_MAGIC", shmring_media::VIDEO_MAGIC as usize, u32::from_le_bytes(*b"SHMV") as usize),
         ("AUDIO_MAGIC", shmring_media::AUDIO_MAGIC as usize, u32::from_le_bytes(*b"SHMA") as usize),
+        ("ANNOUNCE_MAGIC", shmring_media::ANNOUNCE_MAGIC as usize, u32::from_le_bytes(*b"SHMN") as usize),
+        ("MAX_LABEL", shmring_media::MAX_LABEL, 1024),
         ("MEDIA_VERSION", shmring_media::MEDIA_VERSION as usize, 1),
         ("MEDIA_ALIGN", shmring_media::MEDIA_ALIGN, 64),
         ("MAX_PLANES", shmring_media::MAX_PLANES, 4),

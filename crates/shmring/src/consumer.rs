@@ -9,12 +9,12 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backing::Backing;
 use crate::error::{Error, Result};
+use crate::frame::{Frame, Received};
 use crate::layout::{
     classify_stamp, consumer_owner, consumer_state, owner_state, record_size, Geometry, Header, StampState,
     MAX_PRODUCERS,
@@ -261,7 +261,8 @@ impl<B: Backing> Consumer<B> {
     }
 
     /// Counts and hands out the published record at `position` (already in
-    /// `held`), `late` when records after it were delivered first.
+    /// `held`), `late` when its producer committed it after the consumer
+    /// stepped around it.
     pub(crate) fn frame(&self, st: &mut State, position: u64, len: u64, producer: u32, late: bool) -> Frame<'_, B> {
         let record = self.backing.record(position);
         st.counters.frames += 1;
@@ -269,17 +270,16 @@ impl<B: Backing> Consumer<B> {
         let header = self.header();
         header.consumed.frames.store(st.counters.frames, Ordering::Relaxed);
         header.consumed.bytes.store(st.counters.bytes, Ordering::Relaxed);
-        Frame {
-            consumer: self,
+        let received = Received {
             position,
-            data: self.backing.payload(position),
             len: len as usize,
             kind: record.kind.load(Ordering::Relaxed),
             flags: record.flags.load(Ordering::Relaxed),
             producer,
             sequence: record.sequence.load(Ordering::Relaxed),
             late,
-        }
+        };
+        Frame::new(self, self.backing.payload(position), received)
     }
 
     /// Waits for the next record, as long as it takes.
@@ -445,7 +445,8 @@ impl<B: Backing> Consumer<B> {
         self.advance_read(st);
     }
 
-    fn release(&self, position: u64) {
+    /// Frees the record at `position` (a dropped [`Frame`]).
+    pub(crate) fn release(&self, position: u64) {
         let mut st = self.state.borrow_mut();
         if let Some(held) = st.held.iter_mut().find(|h| h.position == position) {
             held.released = true;
@@ -536,80 +537,5 @@ impl<B: Backing> Drop for Consumer<B> {
         // `producer::consumer_liveness`: producers learn the ring is closed.
         // A CAS: a consumer that took over the line is not closed by us.
         let _ = self.header().consumer.owner.compare_exchange(self.owner, closed, Ordering::Release, Ordering::Relaxed);
-    }
-}
-
-/// One record, borrowed in place from the ring. Its space is freed when the
-/// frame is dropped (and every older frame too: space is reused in order).
-pub struct Frame<'a, B: Backing> {
-    consumer: &'a Consumer<B>,
-    position: u64,
-    data: *const u8,
-    len: usize,
-    kind: u32,
-    flags: u32,
-    producer: u32,
-    sequence: u64,
-    late: bool,
-}
-
-impl<B: Backing> Frame<'_, B> {
-    /// Whether its producer committed it late: it held the record past
-    /// the stall timeout, alive, so the consumer stepped around it and may
-    /// have delivered records after it first.
-    pub fn is_late(&self) -> bool {
-        self.late
-    }
-    /// The record kind the producer set.
-    pub fn kind(&self) -> u32 {
-        self.kind
-    }
-    /// The application flags the producer set.
-    pub fn flags(&self) -> u32 {
-        self.flags
-    }
-    /// Absolute ring position of the record (unique over the ring's life).
-    pub fn position(&self) -> u64 {
-        self.position
-    }
-    /// Producer-table slot of the producer that wrote it.
-    pub fn producer(&self) -> u32 {
-        self.producer
-    }
-    /// That producer's sequence number for this record (drops leave gaps).
-    pub fn sequence(&self) -> u64 {
-        self.sequence
-    }
-}
-
-impl<B: Backing> Deref for Frame<'_, B> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: the record was published (its stamp matched) and checked
-        // to lie within the claimed region; its `len <= max_payload` bytes
-        // are in the mapping, and producers cannot reuse them before this
-        // frame is released (`read` stays behind it). A hostile producer
-        // could still write into them: readers get bytes, never UB in our
-        // code, since `[u8]` has no invalid values.
-        unsafe { std::slice::from_raw_parts(self.data, self.len) }
-    }
-}
-
-impl<B: Backing> Drop for Frame<'_, B> {
-    fn drop(&mut self) {
-        self.consumer.release(self.position);
-    }
-}
-
-impl<B: Backing> std::fmt::Debug for Frame<'_, B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Frame")
-            .field("position", &self.position)
-            .field("len", &self.len)
-            .field("kind", &self.kind)
-            .field("producer", &self.producer)
-            .field("sequence", &self.sequence)
-            .field("late", &self.late)
-            .finish()
     }
 }

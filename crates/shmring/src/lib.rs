@@ -41,21 +41,61 @@
 //! let _for_the_child = consumer.fds().with_liveness(producer_half)?;
 //!
 //! let first = consumer.recv()?;
-//! assert_eq!((first.kind(), &first[..]), (1, &b"hello"[..]));
+//! assert_eq!((first.kind(), first.to_vec()), (1, b"hello".to_vec()));
 //! let second = consumer.recv()?; // several frames may be held at once
-//! assert_eq!(&second[..], &[1, 2, 3, 4]);
+//! assert_eq!(second.bytes().load_u32(0), Some(u32::from_ne_bytes([1, 2, 3, 4])));
 //! drop(first); // space is freed in ring order, when both are dropped
 //! drop(second);
 //! assert_eq!(consumer.stats().consumed_frames, 2);
 //! # Ok::<(), shmring::Error>(())
 //! ```
 //!
+//! # Reading a frame: copies, fields and hand-offs, never `&[u8]`
+//!
+//! A received [`Frame`] lies in memory that every producer maps
+//! read-write, and the consumer cannot tell an honest producer from a
+//! hostile one. A `&[u8]` over bytes that change while it lives is
+//! undefined behaviour in Rust (the compiler may keep a value it read, or
+//! read twice what the code checked once), so safe code gets a
+//! [`SharedBytes`] view instead:
+//!
+//! - copy out, then check the copy: [`SharedBytes::copy_to_slice`],
+//!   [`to_vec`](SharedBytes::to_vec), [`append_to`](SharedBytes::append_to)
+//!   (relaxed atomic loads, 8 bytes at a time; what was checked in the
+//!   copy stays true whatever a producer writes later);
+//! - read a small field: [`SharedBytes::load_u32`] and its siblings;
+//! - hand the region on without a copy and without a reference:
+//!   [`SharedBytes::as_ptr`] and [`len`](SharedBytes::len) (`vmsplice`,
+//!   buffer protocols);
+//! - trust the producers: `unsafe` [`SharedBytes::as_slice`].
+//!
+//! Receiving and dropping a frame reads none of its payload, so it costs
+//! the same whichever way the payload is read.
+//!
+//! ```
+//! # use shmring::{Consumer, RingOptions};
+//! # let consumer = Consumer::create_anonymous(&RingOptions::with_capacity(1 << 16))?;
+//! # let mut producer = consumer.producer()?;
+//! producer.send(1, "grüß".as_bytes())?;
+//! let frame = consumer.recv()?;
+//! let text = String::from_utf8(frame.to_vec()).expect("UTF-8"); // checked in private memory
+//! assert_eq!(text, "grüß");
+//!
+//! // Every producer of this ring is this process's own `Producer`, which
+//! // never writes a published record:
+//! // SAFETY: nothing writes the frame's bytes while `bytes` lives.
+//! let bytes: &[u8] = unsafe { frame.bytes().as_slice() };
+//! assert_eq!(bytes, "grüß".as_bytes());
+//! # Ok::<(), shmring::Error>(())
+//! ```
+//!
 //! Modules, one concept each: [`layout`] (the shared contract), `segment`
 //! (memfd, seals, double mapping), `producer` and `consumer` (the protocol),
-//! `claims` (this process's claims), `signal` (waiter flags and futex
-//! words), `stall` (records held by live producers), `recovery` (owners of
-//! stalled records, dead producers, corrupt records), [`liveness`],
-//! [`stats`], `name`, and `rendezvous` (attach by name).
+//! `frame` (what the consumer hands out), `claims` (this process's
+//! claims), `signal` (waiter flags and futex words), `stall` (records held
+//! by live producers), `recovery` (owners of stalled records, dead
+//! producers, corrupt records), [`liveness`], [`stats`], `name`, and
+//! `rendezvous` (attach by name).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -66,6 +106,7 @@ mod backing;
 mod claims;
 mod consumer;
 mod error;
+mod frame;
 pub mod layout;
 pub mod leftovers;
 pub mod liveness;
@@ -91,8 +132,9 @@ mod stall_tests;
 #[cfg(all(any(test, feature = "heap"), not(loom)))]
 pub use backing::heap::HeapBacking;
 pub use backing::Backing;
-pub use consumer::{Consumer, Frame, DEFAULT_SPIN_LIMIT};
+pub use consumer::{Consumer, DEFAULT_SPIN_LIMIT};
 pub use error::{Error, Result};
+pub use frame::{Frame, SharedBytes};
 pub use liveness::{liveness_pair, Liveness, ProducerLiveness, ProducerWatch};
 pub use name::{runtime_dir, socket_path, validate as validate_name};
 pub use producer::{FullPolicy, Producer, Reservation};

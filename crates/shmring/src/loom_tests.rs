@@ -56,7 +56,7 @@ fn loom_two_producers_one_consumer_every_record_once() {
                     let id = frame.kind() as usize;
                     assert!(!seen[id], "record delivered twice");
                     seen[id] = true;
-                    assert_eq!(&frame[..], &[id as u8; 8], "torn payload");
+                    assert_eq!(frame.to_vec(), &[id as u8; 8], "torn payload");
                     received += 1;
                 }
                 None => thread::yield_now(),
@@ -110,7 +110,7 @@ fn loom_blocked_producer_is_woken_by_release() {
         assert_eq!(first.kind(), 1);
         drop(first);
         let second = consumer.recv().unwrap();
-        assert_eq!(&second[..], &[2; 8]);
+        assert_eq!(second.to_vec(), [2; 8]);
         drop(second);
         handle.join().unwrap();
     });
@@ -138,17 +138,17 @@ fn loom_out_of_order_release_never_frees_held_frames() {
         let b = consumer.try_recv().unwrap().unwrap();
         drop(b);
         // `a` still held: its bytes must be intact whatever the producer does.
-        assert!(a.iter().all(|&x| x == 0));
+        assert!(a.to_vec().iter().all(|&x| x == 0));
         drop(a);
         let c = consumer.try_recv().unwrap().unwrap();
-        assert!(c.iter().all(|&x| x == 2));
+        assert!(c.to_vec().iter().all(|&x| x == 2));
         drop(c);
         let producer = handle.join().unwrap();
         let dropped = producer.stats().drops;
         match consumer.try_recv().unwrap() {
             Some(d) => {
                 assert_eq!(dropped, 0);
-                assert!(d.iter().all(|&x| x == 9));
+                assert!(d.to_vec().iter().all(|&x| x == 9));
             }
             None => assert_eq!(dropped, 1),
         };
@@ -186,7 +186,7 @@ fn loom_record_held_past_the_stall_timeout_is_delivered_late_not_lost() {
             match consumer.try_recv().unwrap() {
                 Some(frame) => {
                     let kind = frame.kind();
-                    assert_eq!(&frame[..], &[kind as u8; 8], "torn payload");
+                    assert_eq!(&frame.to_vec()[..], &[kind as u8; 8], "torn payload");
                     assert!(delivered.iter().all(|&(k, _)| k != kind), "record delivered twice");
                     // A record after it came first: it was stepped around,
                     // so it is flagged late.

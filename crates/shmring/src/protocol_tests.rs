@@ -36,7 +36,7 @@ fn exactly_full_ring_accepts_the_last_byte_and_refuses_one_more() {
     }
     assert!(matches!(producer.send(9, &[]), Err(Error::Full)));
     let frame = consumer.try_recv().unwrap().unwrap();
-    assert_eq!(&frame[..], &[0; 960][..]);
+    assert_eq!(frame.to_vec(), &[0; 960][..]);
     // Still held: no space yet.
     assert!(matches!(producer.send(9, &[]), Err(Error::Full)));
     drop(frame);
@@ -52,7 +52,7 @@ fn record_of_maximum_size_round_trips_and_one_byte_more_is_refused() {
     let payload: Vec<u8> = (0..max).map(|i| (i * 7) as u8).collect();
     producer.send(3, &payload).unwrap();
     let frame = consumer.try_recv().unwrap().unwrap();
-    assert_eq!(&frame[..], &payload[..]);
+    assert_eq!(frame.to_vec(), &payload[..]);
     drop(frame);
     assert!(
         matches!(producer.send(3, &vec![0; max + 1]), Err(Error::TooLarge { len, max: m }) if len == max as u64 + 1 && m == max as u64)
@@ -69,8 +69,8 @@ fn records_wrap_around_the_end_contiguously_for_many_laps() {
         producer.send(n, &payload).unwrap();
         let frame = consumer.try_recv().unwrap().unwrap();
         assert_eq!(frame.kind(), n);
-        assert_eq!(&frame[..], &payload[..]);
-        assert_eq!(frame.as_ptr() as usize % 64, 0, "payloads are 64-byte aligned");
+        assert_eq!(frame.to_vec(), &payload[..]);
+        assert_eq!(frame.bytes().as_ptr() as usize % 64, 0, "payloads are 64-byte aligned");
     }
 }
 
@@ -88,7 +88,7 @@ fn frames_released_out_of_order_free_space_in_ring_order() {
     drop(c);
     drop(b);
     assert_eq!(read(), 0, "space behind a held frame must stay reserved");
-    assert_eq!(&a[..], &[0; 100][..]);
+    assert_eq!(a.to_vec(), &[0; 100][..]);
     drop(a);
     assert_eq!(read(), 3 * record_size(100));
     assert_eq!(consumer.held(), 0);
@@ -103,7 +103,7 @@ fn reservation_dropped_without_commit_becomes_a_skip_record() {
     }
     producer.send(2, b"after").unwrap();
     let frame = consumer.try_recv().unwrap().unwrap();
-    assert_eq!(&frame[..], b"after");
+    assert_eq!(frame.to_vec(), b"after");
     assert_eq!(frame.sequence(), 1, "the skipped reservation took sequence 0");
     drop(frame);
     assert_eq!(consumer.stats().skipped, 1);
@@ -142,7 +142,7 @@ fn consumer_sees_nothing_until_the_stamp_is_published() {
     r.copy_from_slice(b"in place");
     assert!(consumer.try_recv().unwrap().is_none());
     r.commit();
-    assert_eq!(&consumer.try_recv().unwrap().unwrap()[..], b"in place");
+    assert_eq!(consumer.try_recv().unwrap().unwrap().to_vec(), b"in place");
 }
 
 #[test]
@@ -210,7 +210,7 @@ fn claim_of_a_dead_producer_is_recovered_and_later_records_survive() {
     assert!(consumer.try_recv().unwrap().is_none(), "waits for the stall timeout first");
     std::thread::sleep(Duration::from_millis(5));
     let frame = consumer.try_recv().unwrap().unwrap();
-    assert_eq!((&frame[..], frame.position()), (&b"survivor"[..], 192));
+    assert_eq!((frame.to_vec(), frame.position()), (b"survivor".to_vec(), 192));
     drop(frame);
     let stats = consumer.stats();
     assert_eq!(stats.recovered, 1);
@@ -233,7 +233,7 @@ fn claim_of_a_live_slow_producer_is_never_skipped() {
     }
     r.copy_from_slice(b"slow but present");
     r.commit();
-    assert_eq!(&consumer.try_recv().unwrap().unwrap()[..], b"slow but present");
+    assert_eq!(consumer.try_recv().unwrap().unwrap().to_vec(), b"slow but present");
     assert_eq!(consumer.stats().recovered, 0);
 }
 
@@ -284,7 +284,7 @@ fn two_producer_threads_deliver_everything_in_per_producer_order() {
         let n = next[id];
         assert_eq!(frame.sequence(), u64::from(n));
         assert_eq!(frame.len(), (n as usize * 37) % 700);
-        assert!(frame.iter().enumerate().all(|(i, &b)| b == (n as usize + i) as u8 ^ id as u8));
+        assert!(frame.to_vec().iter().enumerate().all(|(i, &b)| b == (n as usize + i) as u8 ^ id as u8));
         next[id] += 1;
     }
     for t in threads {
@@ -314,4 +314,67 @@ fn cloned_producer_has_its_own_slot_and_sequence() {
     let b = consumer.try_recv().unwrap().unwrap();
     assert_eq!((a.producer() as usize, a.sequence()), (producer.slot(), 0));
     assert_eq!((b.producer() as usize, b.sequence()), (clone.slot(), 0));
+}
+
+#[test]
+fn copy_out_of_a_record_rewritten_meanwhile_reads_whole_words() {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    let (_b, consumer, mut producer) = ring();
+    producer.send(1, &[0x11; 512]).unwrap();
+    let frame = consumer.try_recv().unwrap().unwrap();
+    let bytes = frame.bytes();
+    let stop = AtomicBool::new(false);
+    let rounds = if cfg!(miri) { 8 } else { 5_000 };
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // A producer writing a record after publishing it (hostile or
+            // broken), a word at a time as its own process would.
+            let words = bytes.as_ptr().cast_mut().cast::<u64>();
+            for value in [0x2222_2222_2222_2222u64, 0x1111_1111_1111_1111].into_iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                for w in 0..bytes.len() / 8 {
+                    // SAFETY: in the record (512 bytes, 64-aligned), which
+                    // the ring keeps mapped while `frame` lives.
+                    unsafe { AtomicU64::from_ptr(words.add(w)) }.store(value, Ordering::Relaxed);
+                }
+            }
+        });
+        let mut copy = [0u8; 512];
+        for _ in 0..rounds {
+            bytes.copy_to_slice(&mut copy);
+            for word in copy.chunks_exact(8) {
+                assert!(word == [0x11; 8] || word == [0x22; 8], "a torn word: {word:?}");
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+#[test]
+fn views_copy_and_load_any_part_of_a_record_exactly() {
+    let (_b, consumer, mut producer) = ring();
+    let payload: Vec<u8> = (0..200u32).map(|i| (i * 7 + 3) as u8).collect();
+    producer.send(1, &payload).unwrap();
+    let frame = consumer.try_recv().unwrap().unwrap();
+    let bytes = frame.bytes();
+    assert_eq!(frame.to_vec(), payload);
+    let step = if cfg!(miri) { 13 } else { 1 };
+    for start in (0..=payload.len()).step_by(step) {
+        for end in (start..=payload.len()).step_by(step) {
+            let part = bytes.get(start..end).unwrap();
+            assert_eq!(part.to_vec(), &payload[start..end], "{start}..{end}");
+            let private = crate::SharedBytes::from(&payload[..]).get(start..end).unwrap();
+            assert_eq!(private.to_vec(), &payload[start..end]);
+        }
+        let word = payload.get(start..start + 4).map(|b| u32::from_ne_bytes(b.try_into().unwrap()));
+        assert_eq!(bytes.load_u32(start), word, "u32 at {start}");
+        assert_eq!(bytes.load_u8(start), payload.get(start).copied());
+    }
+    assert!(bytes.get(..201).is_none() && bytes.get(190..210).is_none() && bytes.load_u64(193).is_none());
+    let mut appended = vec![9];
+    bytes.get(10..20).unwrap().append_to(&mut appended);
+    assert_eq!(appended[1..], payload[10..20]);
+    assert_eq!(appended[0], 9);
 }

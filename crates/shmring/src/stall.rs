@@ -10,8 +10,9 @@
 use std::time::Instant;
 
 use crate::backing::Backing;
-use crate::consumer::{Consumer, Frame, State};
+use crate::consumer::{Consumer, State};
 use crate::error::Result;
+use crate::frame::Frame;
 use crate::layout::{classify_stamp, owner_pid, record_size, StampState};
 use crate::liveness::{self, Judge, Verdict};
 use crate::recovery::{self, StallVerdict};

@@ -37,7 +37,7 @@ fn read(backing: &HeapBacking) -> u64 {
 }
 
 /// Polls until a frame arrives (letting stall timeouts pass), at most 50 times.
-fn next_frame(consumer: &Consumer<HeapBacking>) -> crate::consumer::Frame<'_, HeapBacking> {
+fn next_frame(consumer: &Consumer<HeapBacking>) -> crate::frame::Frame<'_, HeapBacking> {
     for _ in 0..50 {
         if let Some(frame) = consumer.try_recv().unwrap() {
             return frame;
@@ -72,13 +72,13 @@ fn records_committed_after_a_stalled_one_are_delivered_and_read_stops_at_it() {
     fast.send(2, b"after the stall").unwrap();
     assert!(consumer.try_recv().unwrap().is_none(), "waits one stall check first");
     let after = next_frame(&consumer);
-    assert_eq!(&after[..], b"after the stall");
+    assert_eq!(&after.to_vec()[..], b"after the stall");
     drop(after);
     assert_eq!(read(&backing), 0, "space behind the stalled record stays reserved");
     stalled.copy_from_slice(&[7; 100]);
     stalled.commit();
     let late = next_frame(&consumer);
-    assert_eq!((&late[..], late.position()), (&[7u8; 100][..], 0));
+    assert_eq!((&late.to_vec()[..], late.position()), (&[7u8; 100][..], 0));
     assert!(late.is_late(), "a late commit is flagged");
     drop(late);
     assert_eq!(read(&backing), record_size(100) + record_size(15));
@@ -93,7 +93,7 @@ fn forgotten_reservation_is_skipped_not_corrupt() {
     std::mem::forget(producer.reserve(10).unwrap());
     producer.send(2, b"next").unwrap();
     let frame = next_frame(&consumer);
-    assert_eq!(&frame[..], b"next");
+    assert_eq!(&frame.to_vec()[..], b"next");
     drop(frame);
     let stats = consumer.stats();
     assert_eq!((stats.corrupt, stats.skipped), (0, 1));
@@ -113,13 +113,13 @@ fn stale_announcement_of_a_live_producer_does_not_wedge_the_ring() {
     set_write(&backing, 192);
     other.send(5, b"survivor").unwrap();
     let frame = next_frame(&consumer);
-    assert_eq!((&frame[..], frame.position()), (&b"survivor"[..], 192));
+    assert_eq!((&frame.to_vec()[..], frame.position()), (&b"survivor"[..], 192));
     drop(frame);
     // A moves on: its next claim replaces the stale announcement, and B's
     // record is recovered.
     a.send(6, b"a again").unwrap();
     let frame = next_frame(&consumer);
-    assert_eq!(&frame[..], b"a again");
+    assert_eq!(&frame.to_vec()[..], b"a again");
     drop(frame);
     for _ in 0..50 {
         if consumer.stats().recovered == 1 {
@@ -148,7 +148,7 @@ fn recovery_prefers_the_smallest_plausible_size_when_dead_slots_name_one_head() 
     other.send(5, b"survivor").unwrap();
     assert_eq!(backing.header().write.position.load(Ordering::Relaxed), 256);
     let frame = next_frame(&consumer);
-    assert_eq!((&frame[..], frame.position()), (&b"survivor"[..], 128), "the record at 128 was stepped over");
+    assert_eq!((&frame.to_vec()[..], frame.position()), (&b"survivor"[..], 128), "the record at 128 was stepped over");
     drop(frame);
     drop((stale, winner));
 }

@@ -218,14 +218,14 @@ fn receive_watching(
                 let kind = frame.kind();
                 if kind >= VICTIM_KIND {
                     let id = kind - VICTIM_KIND;
-                    assert!(check_record(id, frame.sequence(), &frame), "victim {id}: corrupt record");
+                    assert!(check_record(id, frame.sequence(), &frame.to_vec()), "victim {id}: corrupt record");
                     got.victims += 1;
                 } else {
                     let id = kind as usize;
                     assert!(id < survivors, "unknown kind {kind}");
                     let seq = got.next[id];
                     assert_eq!(frame.sequence(), seq, "survivor {id}: lost or out of order");
-                    assert!(check_record(kind, seq, &frame), "survivor {id} record {seq}: corrupt");
+                    assert!(check_record(kind, seq, &frame.to_vec()), "survivor {id} record {seq}: corrupt");
                     got.next[id] += 1;
                 }
             }
@@ -347,7 +347,7 @@ fn producer_killed_between_claim_and_commit_does_not_wedge_the_consumer() {
     // Alive: its claim is stepped around, never skipped; `read` waits at it.
     let frame = consumer.recv_timeout(Duration::from_secs(10)).unwrap().expect("records after a live claim arrive");
     assert_eq!(frame.sequence(), 0);
-    assert!(check_record(0, 0, &frame));
+    assert!(check_record(0, 0, &frame.to_vec()));
     drop(frame);
     assert_eq!(consumer.stats().read, 0, "the live claim's space stays reserved");
     let killed_at = Instant::now();
@@ -358,7 +358,7 @@ fn producer_killed_between_claim_and_commit_does_not_wedge_the_consumer() {
         assert!(Instant::now() < deadline, "survivor at {next}");
         let Some(frame) = consumer.recv_timeout(Duration::from_millis(50)).unwrap() else { continue };
         assert_eq!(frame.sequence(), next, "survivor lost or out of order");
-        assert!(check_record(0, next, &frame), "survivor record {next} corrupt");
+        assert!(check_record(0, next, &frame.to_vec()), "survivor record {next} corrupt");
         next += 1;
     }
     assert!(survivor.wait().unwrap().success());
@@ -383,12 +383,12 @@ fn slow_producer_paused_past_the_stall_timeout_is_never_skipped() {
         assert!(Instant::now() < deadline, "survivor at {next}, slow record {}", late.is_some());
         let Some(frame) = consumer.recv_timeout(Duration::from_millis(50)).unwrap() else { continue };
         if frame.kind() == 7 {
-            assert!(check_record(7, 0, &frame), "the slow record is corrupt");
+            assert!(check_record(7, 0, &frame.to_vec()), "the slow record is corrupt");
             late = Some(frame.is_late());
             continue;
         }
         assert_eq!(frame.sequence(), next);
-        assert!(check_record(0, next, &frame));
+        assert!(check_record(0, next, &frame.to_vec()));
         next += 1;
     }
     assert_eq!(late, Some(true), "the slow record arrives, after the records behind it, flagged");
@@ -437,7 +437,7 @@ fn producer_in_its_own_pid_namespace_killed_mid_claim_is_skipped_once_its_livene
         }
         last = now;
         assert_eq!(frame.sequence(), next, "survivor lost or out of order");
-        assert!(check_record(0, next, &frame), "survivor record {next} corrupt");
+        assert!(check_record(0, next, &frame.to_vec()), "survivor record {next} corrupt");
         next += 1;
     }
     assert!(survivor.wait().unwrap().success());
@@ -466,7 +466,7 @@ fn producer_in_another_pid_namespace_paused_past_the_stall_timeout_is_not_skippe
     wait_for_line(&mut slow, "claimed");
     let first = consumer.recv_timeout(Duration::from_secs(10)).unwrap().expect("the slow record arrives");
     assert_eq!(first.kind(), 7);
-    assert!(check_record(7, 0, &first));
+    assert!(check_record(7, 0, &first.to_vec()));
     drop(first);
     assert!(slow.wait().unwrap().success());
     assert_eq!(consumer.stats().recovered, 0);
@@ -511,7 +511,7 @@ fn killed_consumer_is_replaced_and_unreleased_frames_are_delivered_again() {
     while next < COUNT {
         let frame = second.recv_timeout(Duration::from_secs(10)).unwrap().expect("producer stalled");
         assert_eq!(frame.sequence(), next);
-        assert!(check_record(0, next, &frame));
+        assert!(check_record(0, next, &frame.to_vec()));
         next += 1;
     }
     assert!(producer.wait().unwrap().success());
@@ -592,13 +592,13 @@ fn producer_in_its_own_pid_namespace_stopped_for_10_s_is_delivered_late_and_corr
         let Some(frame) = consumer.recv_timeout(Duration::from_millis(50)).unwrap() else { continue };
         if frame.kind() == 7 {
             assert!(stopped_at.elapsed() >= Duration::from_secs(10), "committed while stopped?");
-            assert!(check_record(7, 0, &frame), "the late record is corrupt");
+            assert!(check_record(7, 0, &frame.to_vec()), "the late record is corrupt");
             late = Some(stopped_at.elapsed());
             continue;
         }
         first_delay.get_or_insert_with(|| stopped_at.elapsed());
         assert_eq!(frame.sequence(), next, "survivor lost or out of order");
-        assert!(check_record(0, next, &frame), "survivor record {next} corrupt");
+        assert!(check_record(0, next, &frame.to_vec()), "survivor record {next} corrupt");
         next += 1;
     }
     assert!(survivor.wait().unwrap().success());

@@ -4,7 +4,7 @@
 //! never a panic, an out-of-bounds read or a hang. Property-based: the
 //! default run tries `SHMRING_FUZZ_CASES` (default 3,000) mutation sets.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -158,7 +158,7 @@ proptest! {
             match consumer.try_recv() {
                 Ok(Some(frame)) => {
                     prop_assert!(frame.len() as u64 <= consumer.geometry().max_payload);
-                    let _checksum: u64 = frame.iter().map(|&b| u64::from(b)).sum();
+                    let _checksum: u64 = frame.to_vec().iter().map(|&b| u64::from(b)).sum();
                     frames += 1;
                     idle = 0;
                 }
@@ -174,4 +174,86 @@ proptest! {
         let stats = consumer.stats();
         prop_assert!(stats.consumed_frames >= frames as u64);
     }
+}
+
+/// Where the payload of the record at `position` lies in the segment file.
+fn payload_at(consumer: &shmring::RingConsumer, position: u64) -> u64 {
+    let geometry = consumer.geometry();
+    geometry.header_size + position % geometry.capacity + shmring::layout::RECORD_HEADER_SPAN
+}
+
+/// Writes `bytes` at `at` of the segment through its descriptor, as a
+/// producer that misbehaves after publishing could: the consumer's mapping
+/// sees the same pages.
+fn rewrite(segment: std::os::fd::BorrowedFd<'_>, at: u64, bytes: &[u8]) {
+    // SAFETY: writes from a live slice into the segment file (sealed
+    // against resizing, so in bounds or refused).
+    let written = unsafe { libc::pwrite(segment.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), at as i64) };
+    assert_eq!(written, bytes.len() as isize, "pwrite into the segment");
+}
+
+#[test]
+fn text_checked_in_a_copy_stays_valid_when_the_producer_rewrites_the_record() {
+    let consumer = Consumer::create_anonymous(&RingOptions::with_capacity(CAPACITY)).unwrap();
+    let mut producer = consumer.producer().unwrap();
+    let greeting = "grüß dich";
+    producer.send(1, greeting.as_bytes()).unwrap();
+    let frame = consumer.recv().unwrap();
+    let text = String::from_utf8(frame.to_vec()).expect("valid UTF-8 when checked");
+    rewrite(consumer.fds().memfd.as_fd(), payload_at(&consumer, frame.position()), &[0xff; 11]);
+    assert_eq!(frame.to_vec(), [0xff; 11], "the rewrite reaches the consumer's mapping");
+    assert_eq!(text, greeting);
+    assert!(std::str::from_utf8(text.as_bytes()).is_ok(), "what was checked stays true");
+}
+
+/// Reads the first word of `bytes`, lets `between` run, reads it again: a
+/// parser that looks at a field twice.
+#[inline(never)]
+fn read_twice(bytes: shmring::SharedBytes<'_>, between: impl FnOnce()) -> (Option<u64>, Option<u64>) {
+    let first = bytes.load_u64(0);
+    between();
+    (first, bytes.load_u64(0))
+}
+
+#[test]
+fn a_field_read_twice_sees_the_rewrite_in_between() {
+    let consumer = Consumer::create_anonymous(&RingOptions::with_capacity(CAPACITY)).unwrap();
+    let mut producer = consumer.producer().unwrap();
+    producer.send(1, &1u64.to_ne_bytes()).unwrap();
+    let frame = consumer.recv().unwrap();
+    let at = payload_at(&consumer, frame.position());
+    let between = || rewrite(consumer.fds().memfd.as_fd(), at, &2u64.to_ne_bytes());
+    assert_eq!(read_twice(frame.bytes(), between), (Some(1), Some(2)), "the second read is a real read");
+}
+
+#[test]
+fn copying_a_record_while_the_producer_rewrites_it_gives_only_bytes_it_wrote() {
+    let consumer = Consumer::create_anonymous(&RingOptions::with_capacity(CAPACITY)).unwrap();
+    let mut producer = consumer.producer().unwrap();
+    producer.send(1, &[0x11; 4096]).unwrap();
+    let frame = consumer.recv().unwrap();
+    let (segment, at) = (consumer.fds().memfd.as_fd(), payload_at(&consumer, frame.position()));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let patterns = [[0x22u8; 4096], [0x11; 4096]];
+            for pattern in patterns.iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                rewrite(segment, at, pattern);
+            }
+        });
+        let mut copy = vec![0u8; 4096];
+        let mut mixed = 0;
+        for _ in 0..2_000 {
+            frame.bytes().copy_to_slice(&mut copy);
+            if let Some(byte) = copy.iter().find(|&&b| b != 0x11 && b != 0x22) {
+                panic!("a byte neither pattern wrote: {byte:#x}");
+            }
+            mixed += usize::from(copy.iter().any(|&b| b != copy[0]));
+        }
+        stop.store(true, Ordering::Relaxed);
+        eprintln!("{mixed} of 2000 copies mixed the two patterns");
+    });
 }

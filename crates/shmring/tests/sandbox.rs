@@ -183,7 +183,7 @@ fn producer_in_a_renderer_like_sandbox_never_kills_or_opens_even_on_a_full_ring_
     println!("{line}");
     let mut seq = 0;
     while let Some(frame) = consumer.try_recv().unwrap() {
-        assert!(check_record(0, seq, &frame), "record {seq} corrupt");
+        assert!(check_record(0, seq, &frame.to_vec()), "record {seq} corrupt");
         seq += 1;
     }
     assert!(seq > 0);

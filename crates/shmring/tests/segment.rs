@@ -75,12 +75,12 @@ fn data_region_is_mapped_twice_so_wrapping_records_are_contiguous() {
             let payload: Vec<u8> = (0..len).map(|i| (i as u32).wrapping_mul(31).wrapping_add(n + lap) as u8).collect();
             producer.send(n, &payload).unwrap();
             let frame = consumer.recv().unwrap();
-            assert_eq!(&frame[..], &payload[..]);
+            assert_eq!(frame.to_vec(), &payload[..]);
         }
     }
     let whole: Vec<u8> = (0..max).map(|i| (i % 251) as u8).collect();
     producer.send(1, &whole).unwrap();
-    assert_eq!(&consumer.recv().unwrap()[..], &whole[..]);
+    assert_eq!(consumer.recv().unwrap().to_vec(), &whole[..]);
 }
 
 #[test]
@@ -180,7 +180,7 @@ fn huge_pages_fall_back_cleanly_when_there_is_no_pool() {
     let consumer = Consumer::create_anonymous(&options).unwrap();
     let mut producer = consumer.producer().unwrap();
     producer.send(1, &[5; 100_000]).unwrap();
-    assert_eq!(&consumer.recv().unwrap()[..], &[5; 100_000][..]);
+    assert_eq!(consumer.recv().unwrap().to_vec(), &[5; 100_000][..]);
 }
 
 #[test]
@@ -189,7 +189,7 @@ fn prefaulted_ring_works() {
     let consumer = Consumer::create_anonymous(&options).unwrap();
     let mut producer = consumer.producer().unwrap();
     producer.send(1, b"x").unwrap();
-    assert_eq!(&consumer.recv().unwrap()[..], b"x");
+    assert_eq!(consumer.recv().unwrap().to_vec(), b"x");
 }
 
 #[test]
@@ -199,6 +199,6 @@ fn producer_can_prefault_its_mapping_without_changing_the_ring() {
     producer.send(3, b"before").unwrap();
     producer.prefault().unwrap();
     producer.send(4, b"after").unwrap();
-    assert_eq!(&consumer.recv().unwrap()[..], b"before");
-    assert_eq!(&consumer.recv().unwrap()[..], b"after");
+    assert_eq!(consumer.recv().unwrap().to_vec(), b"before");
+    assert_eq!(consumer.recv().unwrap().to_vec(), b"after");
 }

@@ -36,12 +36,16 @@ extern "C" {
 /* Record kinds (the ring record's `kind` word). */
 enum shmring_record_kind {
   SHMRING_KIND_VIDEO = 1,
-  SHMRING_KIND_AUDIO = 2
+  SHMRING_KIND_AUDIO = 2,
+  /* A stream's name: a shmring_announce_header and its label. */
+  SHMRING_KIND_ANNOUNCE = 3
 };
 
 /* "SHMV" and "SHMA" read as little-endian 32-bit words. */
 #define SHMRING_VIDEO_MAGIC 0x564D4853u
 #define SHMRING_AUDIO_MAGIC 0x414D4853u
+/* "SHMN" */
+#define SHMRING_ANNOUNCE_MAGIC 0x4E4D4853u
 /* Layout version of both headers; bumped on any incompatible change. */
 #define SHMRING_MEDIA_VERSION 1u
 /* Alignment of planes, strides and of the payload itself. */
@@ -50,6 +54,8 @@ enum shmring_record_kind {
 #define SHMRING_MAX_PLANES 4u
 /* Most channels an audio frame may have. */
 #define SHMRING_MAX_CHANNELS 32u
+/* Longest label of an announcement, in bytes of UTF-8. */
+#define SHMRING_MAX_LABEL 1024u
 
 /* Pixel formats (shmring_video_header.pixel_format). */
 enum shmring_pixel_format {
@@ -74,6 +80,7 @@ enum shmring_sample_format {
 /* Sizes of the headers; planes and samples start at or after them. */
 #define SHMRING_VIDEO_HEADER_SIZE 128u
 #define SHMRING_AUDIO_HEADER_SIZE 64u
+#define SHMRING_ANNOUNCE_HEADER_SIZE 64u
 
 /* The first bytes of a SHMRING_KIND_VIDEO payload. */
 typedef struct shmring_video_header {
@@ -110,6 +117,24 @@ typedef struct shmring_audio_header {
   uint32_t reserved0[3];   /* zero; pads the header to 64 bytes */
 } shmring_audio_header;
 
+/* The first bytes of a SHMRING_KIND_ANNOUNCE payload. A producer announces
+ * each stream once, before (or soon after) its first frame, and again if
+ * its label or kind changes: which stream id carries what. The label
+ * follows the header: `label_length` bytes of UTF-8, no terminating NUL
+ * (the record may be padded after it). Consumers must expect frames of a
+ * stream they have not seen announced. */
+typedef struct shmring_announce_header {
+  uint32_t magic;          /* SHMRING_ANNOUNCE_MAGIC */
+  uint16_t version;        /* SHMRING_MEDIA_VERSION */
+  uint16_t header_size;    /* sizeof(shmring_announce_header) */
+  uint32_t stream_id;      /* the stream named */
+  uint32_t stream_kind;    /* SHMRING_KIND_VIDEO or SHMRING_KIND_AUDIO */
+  int64_t timestamp_us;    /* when it was announced, microseconds */
+  uint32_t label_offset;   /* from the payload start: header_size */
+  uint32_t label_length;   /* bytes, 0 ..= SHMRING_MAX_LABEL */
+  uint32_t reserved0[8];   /* zero; pads the header to 64 bytes */
+} shmring_announce_header;
+
 SHMRING_MEDIA_STATIC_ASSERT(sizeof(shmring_video_header) == SHMRING_VIDEO_HEADER_SIZE,
                             "video header is 128 bytes");
 SHMRING_MEDIA_STATIC_ASSERT(offsetof(shmring_video_header, timestamp_us) == 16, "video timestamp at 16");
@@ -122,6 +147,10 @@ SHMRING_MEDIA_STATIC_ASSERT(sizeof(shmring_audio_header) == SHMRING_AUDIO_HEADER
 SHMRING_MEDIA_STATIC_ASSERT(offsetof(shmring_audio_header, timestamp_us) == 16, "audio timestamp at 16");
 SHMRING_MEDIA_STATIC_ASSERT(offsetof(shmring_audio_header, sample_rate) == 32, "sample rate at 32");
 SHMRING_MEDIA_STATIC_ASSERT(offsetof(shmring_audio_header, channel_stride) == 48, "channel stride at 48");
+SHMRING_MEDIA_STATIC_ASSERT(sizeof(shmring_announce_header) == SHMRING_ANNOUNCE_HEADER_SIZE,
+                            "announce header is 64 bytes");
+SHMRING_MEDIA_STATIC_ASSERT(offsetof(shmring_announce_header, timestamp_us) == 16, "announce timestamp at 16");
+SHMRING_MEDIA_STATIC_ASSERT(offsetof(shmring_announce_header, label_offset) == 24, "label offset at 24");
 SHMRING_MEDIA_STATIC_ASSERT(SHMRING_VIDEO_HEADER_SIZE % SHMRING_MEDIA_ALIGN == 0, "planes can follow aligned");
 SHMRING_MEDIA_STATIC_ASSERT(SHMRING_AUDIO_HEADER_SIZE % SHMRING_MEDIA_ALIGN == 0, "samples can follow aligned");
 

@@ -152,6 +152,14 @@ class Producer {
                                rust::Slice<const uint8_t>(v, v_len), static_cast<uint32_t>(v_stride));
   }
 
+  // Names stream `stream_id` (kind SHMRING_KIND_VIDEO or SHMRING_KIND_AUDIO)
+  // with a UTF-8 label of at most SHMRING_MAX_LABEL bytes: one announce
+  // record, written once per stream, before its first frame.
+  Status Announce(uint32_t stream_id, uint32_t kind, std::string_view label) const {
+    return handle_->announce(stream_id, kind,
+                             rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t*>(label.data()), label.size()));
+  }
+
   // Copies desc.channels * desc.frame_count interleaved s16 samples.
   Status WriteAudioS16(const AudioDesc& desc, const int16_t* interleaved) const {
     if (interleaved == nullptr) return Status::InvalidArgument;

@@ -11,8 +11,10 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use shmring::{Consumer, MappedRing, RingConsumer, RingOptions};
-use shmring_bridge::client::{video_message, write_audio_header};
-use shmring_media::{AudioMeta, PixelFormat, SampleFormat, VideoFrame, VideoLayout, VideoMeta};
+use shmring_bridge::client::{video_message, write_audio_header, Client, ServerMessage};
+use shmring_media::{
+    Announcement, AudioMeta, PixelFormat, SampleFormat, VideoFrame, VideoLayout, VideoMeta, KIND_ANNOUNCE,
+};
 
 /// A ring the test consumes.
 pub fn ring(capacity: u64) -> RingConsumer {
@@ -174,8 +176,14 @@ pub fn video_declaration(format: &str, width: u32, height: u32) -> String {
     format!(r#"{{"type":"declare","kind":"video","format":"{format}","width":{width},"height":{height}}}"#)
 }
 
-/// Records the consumer has now, without waiting: `(kind, payload)`.
+/// Media records the consumer has now, without waiting: `(kind, payload)`.
+/// Announcements (one per declared stream) are checked and left out.
 pub fn drain(consumer: &Consumer<MappedRing>) -> Vec<(u32, Vec<u8>)> {
+    drain_with_announcements(consumer).into_iter().filter(|(kind, payload)| !is_announcement(*kind, payload)).collect()
+}
+
+/// Every record the consumer has now, announcements included.
+pub fn drain_with_announcements(consumer: &Consumer<MappedRing>) -> Vec<(u32, Vec<u8>)> {
     let mut records = Vec::new();
     while let Some(frame) = consumer.try_recv().expect("no corrupt records") {
         records.push((frame.kind(), frame.to_vec()));
@@ -183,7 +191,169 @@ pub fn drain(consumer: &Consumer<MappedRing>) -> Vec<(u32, Vec<u8>)> {
     records
 }
 
-/// Waits up to `timeout` for the next record.
+/// Waits up to `timeout` for the next media record (announcements are
+/// checked and stepped over).
 pub fn next_record(consumer: &Consumer<MappedRing>, timeout: Duration) -> Option<(u32, Vec<u8>)> {
-    consumer.recv_timeout(timeout).expect("no corrupt records").map(|frame| (frame.kind(), frame.to_vec()))
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (kind, payload) =
+            consumer.recv_timeout(left).expect("no corrupt records").map(|frame| (frame.kind(), frame.to_vec()))?;
+        if !is_announcement(kind, &payload) {
+            return Some((kind, payload));
+        }
+    }
+}
+
+/// Whether a record is an announcement (which must then be a valid one).
+pub fn is_announcement(kind: u32, payload: &[u8]) -> bool {
+    if kind != KIND_ANNOUNCE {
+        return false;
+    }
+    Announcement::from_payload(payload).expect("a valid announcement");
+    true
+}
+
+/// A browser profile as the file lane sees one: a fresh directory on tmpfs
+/// (removed on drop) holding a page's frame file where Chromium keeps an
+/// origin-private file (`Default/File System/000/t/00/00000000`).
+pub struct Profile {
+    pub dir: std::path::PathBuf,
+}
+
+impl Profile {
+    pub fn new(what: &str) -> Profile {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::path::PathBuf::from(format!("/dev/shm/shmring-test-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("Default/File System/000/t/00")).expect("create the profile");
+        Profile { dir }
+    }
+
+    pub fn arg(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    /// Where a page's frame file lives.
+    pub fn file_path(&self, index: u32) -> std::path::PathBuf {
+        self.dir.join(format!("Default/File System/000/t/00/{index:08}"))
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A page of the file lane, played by the test: it writes frames into its
+/// frame file as the JS client's worker does and sends the control
+/// messages over its WebSocket.
+pub struct FilePage {
+    pub client: Client,
+    pub file: std::fs::File,
+    pub path: std::path::PathBuf,
+    pub token: [u8; 16],
+    pub size: u64,
+    /// Data position of the next frame.
+    pub position: u64,
+    /// Everything before this has been acknowledged.
+    pub released: u64,
+    /// Acknowledgements received.
+    pub acks: Vec<serde_json::Value>,
+}
+
+impl FilePage {
+    /// Creates the frame file at `path` (size `size`, header with a fresh
+    /// token) and connects to `bridge`.
+    pub fn create(bridge: &BridgeProcess, path: &std::path::Path, size: u64) -> FilePage {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).unwrap();
+        file.set_len(size).unwrap();
+        let token: [u8; 16] = std::array::from_fn(|_| rand_byte());
+        file.write_all_at(&shmring_bridge::frame_file::file_header(&token, size), 0).unwrap();
+        FilePage {
+            client: Client::connect(bridge.addr).unwrap(),
+            file,
+            path: path.to_path_buf(),
+            token,
+            size,
+            position: 0,
+            released: 0,
+            acks: Vec::new(),
+        }
+    }
+
+    pub fn token_hex(&self) -> String {
+        self.token.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Declares the file; returns the bridge's answer.
+    pub fn declare_file(&mut self) -> serde_json::Value {
+        let message = format!(r#"{{"type":"file","token":"{}","size":{}}}"#, self.token_hex(), self.size);
+        self.client.send_text(&message).unwrap();
+        self.next_notice("file")
+    }
+
+    /// The next notice of `kind` (others, such as drop notices, are skipped).
+    pub fn next_notice(&mut self, kind: &str) -> serde_json::Value {
+        loop {
+            match self.client.recv().expect("a notice from the bridge") {
+                ServerMessage::Text(text) => {
+                    let notice: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    if notice["type"] == kind {
+                        return notice;
+                    }
+                }
+                ServerMessage::Close { code, reason } => panic!("closed with {code} {reason} waiting for {kind}"),
+                _ => {}
+            }
+        }
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.size - shmring_bridge::frame_file::DATA_OFFSET
+    }
+
+    /// Writes `message` at the next position that holds it without
+    /// crossing the end of the data region, once the bytes there have been
+    /// acknowledged (waiting for acknowledgements as it must); returns that
+    /// position.
+    pub fn write(&mut self, message: &[u8]) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let capacity = self.capacity();
+        let len = message.len() as u64;
+        let mut at = self.position;
+        if at % capacity + len > capacity {
+            at += capacity - at % capacity; // to the start of the next lap
+        }
+        while at + len - self.released > capacity {
+            let ack = self.next_notice("ack");
+            let released = ack["released"].as_u64().unwrap();
+            assert!(released > self.released, "acknowledgements go forward: {ack}");
+            self.released = released;
+            self.acks.push(ack);
+        }
+        self.file.write_all_at(message, shmring_bridge::frame_file::DATA_OFFSET + at % capacity).unwrap();
+        self.position = at + len;
+        at
+    }
+
+    pub fn send_control(&mut self, position: u64, length: u64, frame_number: u64) {
+        let control =
+            format!(r#"{{"type":"frame","position":{position},"length":{length},"frame_number":{frame_number}}}"#);
+        self.client.send_text(&control).unwrap();
+    }
+
+    /// Writes a frame and sends its control message.
+    pub fn send(&mut self, message: &[u8], frame_number: u64) {
+        let at = self.write(message);
+        self.send_control(at, message.len() as u64, frame_number);
+    }
+}
+
+fn rand_byte() -> u8 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish() as u8
 }

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shmring::{AccessPolicy, Consumer, Frame, MappedRing, RingConsumer};
-use shmring_media::{AudioFrame, PixelFormat, KIND_AUDIO, KIND_VIDEO};
+use shmring_media::{AudioFrame, PixelFormat, KIND_ANNOUNCE, KIND_AUDIO, KIND_VIDEO};
 
 use crate::cli::{EncodeArgs, RecordArgs};
 use crate::failure::{Failure, Outcome};
@@ -353,6 +353,7 @@ impl<'c> Encoder<'c> {
         match frame.kind() {
             KIND_VIDEO => self.on_video(frame),
             KIND_AUDIO => self.on_audio(frame),
+            KIND_ANNOUNCE => self.counters.announcements += 1,
             _ => self.counters.other_kind += 1,
         }
     }
@@ -530,7 +531,7 @@ impl<'c> Encoder<'c> {
 
     fn on_audio(&mut self, frame: Frame<'c, MappedRing>) {
         self.counters.audio_received += 1;
-        let chunk = match AudioFrame::from_payload(&frame) {
+        let chunk = match AudioFrame::parse(&frame) {
             Ok(chunk) => chunk,
             Err(error) => {
                 self.counters.audio_invalid += 1;

@@ -1,7 +1,9 @@
 //! Frames on their way into ffmpeg's pipes. A video frame is written
 //! straight from the ring (the record stays held until ffmpeg has taken
 //! every byte), row ranges gathered with `writev`, never blocking: a full
-//! pipe just leaves the rest for the next round.
+//! pipe just leaves the rest for the next round. Ring bytes are handed to
+//! the kernel as pointer + length, never borrowed as Rust slices (a
+//! producer may still write them).
 
 use std::collections::VecDeque;
 use std::io;
@@ -9,7 +11,7 @@ use std::ops::Range;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
 
-use shmring::{Frame, MappedRing};
+use shmring::{Frame, MappedRing, SharedBytes};
 use shmring_media::{AudioFrame, MediaError, PixelFormat, SampleFormat, VideoFrame};
 
 /// The bytes of one video frame as ffmpeg's rawvideo reads them: each
@@ -43,7 +45,7 @@ impl<'c> VideoSource<'c> {
     /// written from where it lies.
     pub fn parse(frame: Frame<'c, MappedRing>) -> Result<(VideoInfo, VideoSource<'c>), MediaError> {
         let (info, chunks) = {
-            let view = VideoFrame::from_payload(&frame)?;
+            let view = VideoFrame::parse(&frame)?;
             let info = VideoInfo {
                 stream_id: view.stream_id(),
                 timestamp_us: view.timestamp_us(),
@@ -52,16 +54,17 @@ impl<'c> VideoSource<'c> {
                 height: view.height(),
                 format: view.format(),
             };
-            (info, packed_chunks(&view, frame.as_ptr() as usize))
+            (info, packed_chunks(&view, frame.bytes().as_ptr() as usize))
         };
         let len = chunks.iter().map(|c| c.len()).sum();
         Ok((info, VideoSource { data: SourceData::Ring(frame), chunks, len }))
     }
 
-    fn bytes(&self) -> &[u8] {
+    /// The frame's bytes, in the ring or copied out.
+    fn bytes(&self) -> SharedBytes<'_> {
         match &self.data {
-            SourceData::Ring(frame) => frame,
-            SourceData::Copied(bytes) => bytes,
+            SourceData::Ring(frame) => frame.bytes(),
+            SourceData::Copied(bytes) => SharedBytes::from(&bytes[..]),
         }
     }
 
@@ -76,7 +79,7 @@ impl<'c> VideoSource<'c> {
         let bytes = self.bytes();
         let mut packed = Vec::with_capacity(self.len);
         for chunk in &self.chunks {
-            packed.extend_from_slice(&bytes[chunk.clone()]);
+            bytes.get(chunk.clone()).expect("chunks lie in the frame").append_to(&mut packed);
         }
         let whole = std::iter::once(0..self.len).collect();
         VideoSource { data: SourceData::Copied(packed), chunks: whole, len: self.len }
@@ -206,9 +209,9 @@ impl<'c> VideoPipe<'c> {
                     skip -= chunk.len();
                     continue;
                 }
-                let part = &bytes[chunk.start + skip..chunk.end];
+                let part = bytes.get(chunk.start + skip..chunk.end).expect("chunks lie in the frame");
                 skip = 0;
-                iov[count] = libc::iovec { iov_base: part.as_ptr() as *mut libc::c_void, iov_len: part.len() };
+                iov[count] = libc::iovec { iov_base: part.as_ptr().cast_mut().cast(), iov_len: part.len() };
                 count += 1;
                 if count == IOVECS {
                     break;
@@ -220,13 +223,16 @@ impl<'c> VideoPipe<'c> {
                 continue;
             }
             let n = if self.splice {
-                // SAFETY: the iovecs point into `bytes`, alive for the call.
+                // SAFETY: the iovecs point into `bytes` (ring memory the
+                // source holds, or its copy), alive for the call; the kernel
+                // takes the bytes as they are, whoever writes them.
                 // Without SPLICE_F_GIFT the pipe only references the pages;
                 // the frame is kept (in `in_flight`) until they are read.
                 unsafe { libc::vmsplice(fd.as_raw_fd(), iov.as_ptr(), count, libc::SPLICE_F_NONBLOCK) }
             } else {
                 // SAFETY: the iovecs point into `bytes`, which lives (borrowed
-                // from the queue) for the whole call; writev only reads them.
+                // from the queue) for the whole call; writev only reads them,
+                // as the bytes they are, whoever writes them.
                 unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), count as libc::c_int) }
             };
             if n < 0 {
@@ -330,15 +336,15 @@ pub fn push_interleaved(chunk: &AudioFrame<'_>, skip: usize, out: &mut impl Exte
     let frames = chunk.frame_count() as usize;
     match chunk.format() {
         SampleFormat::F32Planar => {
-            let planes: Vec<&[f32]> = chunk.channels_f32().collect();
+            let planes: Vec<_> = chunk.channels_f32().collect();
             for i in skip.min(frames)..frames {
-                out.extend(planes.iter().map(|plane| plane[i]));
+                out.extend(planes.iter().map(|plane| plane.get(i).unwrap_or(0.0)));
             }
         }
         SampleFormat::S16Interleaved => {
-            let samples = chunk.s16().unwrap_or(&[]);
-            let start = (skip * chunk.channels() as usize).min(samples.len());
-            out.extend(samples[start..].iter().map(|&s| f32::from(s) / 32768.0));
+            let Some(samples) = chunk.s16() else { return };
+            let start = skip * chunk.channels() as usize;
+            out.extend(samples.iter().skip(start).map(|s| f32::from(s) / 32768.0));
         }
     }
 }

@@ -67,7 +67,9 @@ pub struct Counters {
     pub silence_samples: u64,
     /// Frames copied out of the ring to be repeated later.
     pub copied_out: u64,
-    /// Records of neither kind.
+    /// Announce records (streams named by their producers).
+    pub announcements: u64,
+    /// Records of no media kind.
     pub other_kind: u64,
     /// Corrupt records the consumer stepped over.
     pub corrupt: u64,

@@ -6,8 +6,11 @@
 //!    30 s, from a Rust load generator on loopback, into a ring whose
 //!    consumer (a thread of this process) checks every record. Reported:
 //!    the fraction delivered, the bridge's memory and CPU.
-//! 2. Real headless Chromium at 1080p30 through the bridge: the bridge's
-//!    CPU per frame and Chromium's (all its processes).
+//! 2. Real headless Chromium, back to back: the 1080p30 camera, then the
+//!    microphone, each captured only (copied out as a sender does, sent
+//!    nowhere), sent as WebSocket payloads, and sent through the file lane;
+//!    Chromium's CPU (all its processes) and the bridge's CPU per frame,
+//!    beside one memcpy of a frame (`lanes`).
 //!
 //! The bridge runs as its own process (this binary again, in its bridge
 //! role), so its CPU and memory are its own. Prints a table and writes
@@ -16,6 +19,7 @@
 //! ```text
 //! cargo run --release -p shmring-bridge --bin bridge-load
 //! cargo run --release -p shmring-bridge --bin bridge-load -- --connections 300 --seconds 5 --chromium-seconds 0
+//! cargo run --release -p shmring-bridge --bin bridge-load -- --skip-load      # the lanes only
 //! ```
 
 use std::collections::HashMap;
@@ -30,11 +34,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::json;
 use shmring::{Consumer, RingConsumer, RingFds, RingOptions};
-use shmring_bridge::chromium::{self, Chromium};
 use shmring_bridge::client::{encode_frame, write_audio_header, Client};
 use shmring_bridge::process_usage::{self, Usage};
 use shmring_bridge::{serve_until_signal, BridgeConfig, RingSource};
-use shmring_media::{AudioFrame, AudioMeta, SampleFormat, VideoFrame, KIND_AUDIO, KIND_VIDEO};
+use shmring_media::{AudioFrame, AudioMeta, SampleFormat, KIND_AUDIO};
 
 #[derive(Parser, Debug)]
 #[command(name = "bridge-load", about = "Load and Chromium measurements of the shmring bridge")]
@@ -65,10 +68,23 @@ struct Args {
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bridge-load.json")]
     json: PathBuf,
+    /// Measure the browser's lanes only (no many-connection load run).
+    #[arg(long)]
+    skip_load: bool,
+    /// Also measure WebSocket payloads through this bridge binary (an
+    /// earlier `shmring-bridge` build, attached from SHMRING_FD), beside
+    /// this build's, in the same run.
+    #[arg(long)]
+    compare_bridge: Option<PathBuf>,
     /// Internal: run as the bridge process (descriptors in SHMRING_FD).
     #[arg(long, hide = true)]
     serve_bridge: bool,
+    /// Internal: the bridge role's profile directories (the file lane).
+    #[arg(long = "profile-dir", hide = true)]
+    profile_dirs: Vec<PathBuf>,
 }
+
+mod lanes;
 
 /// Payload of each load message: 480 mono s16 samples and the header.
 const MESSAGE_FRAMES: u32 = 480;
@@ -84,10 +100,12 @@ fn main() {
     shmring_bridge::raise_open_file_limit();
     let mut report = serde_json::Map::new();
     report.insert("machine".into(), machine());
-    let load = load_run(&args);
-    report.insert("load".into(), load);
+    if !args.skip_load {
+        let load = load_run(&args);
+        report.insert("load".into(), load);
+    }
     if args.chromium_seconds > 0.0 {
-        report.insert("chromium".into(), chromium_run(&args));
+        report.insert("chromium_lanes".into(), lanes::run(&args));
     }
     let report = serde_json::Value::Object(report);
     if let Some(dir) = args.json.parent() {
@@ -105,6 +123,7 @@ fn serve_bridge(args: &Args) {
     let fds = unsafe { RingFds::from_spec(&spec) }.expect("descriptors");
     let mut config = BridgeConfig::listening_on("127.0.0.1:0".parse().unwrap());
     config.max_connections = args.connections + 100;
+    config.profile_dirs = args.profile_dirs.clone();
     if let Some(workers) = args.workers {
         config.workers = workers;
     }
@@ -124,12 +143,30 @@ struct BridgeChild {
 
 impl BridgeChild {
     fn start(consumer: &RingConsumer, args: &Args) -> BridgeChild {
-        let fds = consumer.fds().inheritable().expect("inheritable descriptors");
+        BridgeChild::start_with(consumer, args, &[])
+    }
+
+    /// Another bridge binary (`shmring-bridge`), on an ephemeral port.
+    fn start_binary(consumer: &RingConsumer, binary: &std::path::Path) -> BridgeChild {
+        let mut command = Command::new(binary);
+        command.args(["--listen", "127.0.0.1:0"]);
+        BridgeChild::spawn(consumer, command)
+    }
+
+    /// The bridge role with `extra` arguments.
+    fn start_with(consumer: &RingConsumer, args: &Args, extra: &[String]) -> BridgeChild {
         let mut command = Command::new(std::env::current_exe().unwrap());
-        command.arg("--serve-bridge").arg("--connections").arg(args.connections.to_string());
+        command.arg("--serve-bridge").arg("--connections").arg(args.connections.to_string()).args(extra);
         if let Some(workers) = args.workers {
             command.arg("--workers").arg(workers.to_string());
         }
+        BridgeChild::spawn(consumer, command)
+    }
+
+    /// Runs `command` as a bridge of `consumer`'s ring (descriptors in
+    /// SHMRING_FD) and reads the address it prints first.
+    fn spawn(consumer: &RingConsumer, mut command: Command) -> BridgeChild {
+        let fds = consumer.fds().inheritable().expect("inheritable descriptors");
         let mut child = command
             .env("SHMRING_FD", fds.spec())
             .env("RUST_LOG", "warn")
@@ -462,92 +499,5 @@ fn load_run(args: &Args) -> serde_json::Value {
         "bridge_cpu_us_per_message": bridge_cpu * 1e6 / received.records.max(1) as f64,
         "generator_and_consumer_cpu_seconds": bench_cpu,
         "bridge_stats": bridge_stats,
-    })
-}
-
-fn chromium_run(args: &Args) -> serde_json::Value {
-    let Some(binary) = chromium::find() else {
-        println!("\nchromium: not found (install Debian's chromium); skipped");
-        return json!({ "skipped": "chromium not found" });
-    };
-    let consumer = Consumer::create_anonymous(&RingOptions::with_capacity(64 << 20)).expect("ring");
-    let bridge = BridgeChild::start(&consumer, args);
-    let seconds = args.chromium_seconds;
-    let query = format!("width=1920&height=1080&fps=30&seconds={}", seconds + 4.0);
-    println!("\nchromium: 1080p30 camera + microphone through the bridge for {seconds} s ...");
-    let mut browser = Chromium::launch(&binary, &chromium::capture_url(bridge.addr, &query)).expect("launch Chromium");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut window: Option<(Instant, Usage, Usage)> = None;
-    let (mut frames, mut audio, mut bad) = (0u64, 0u64, 0u64);
-    loop {
-        if let Some((start, ..)) = window {
-            if start.elapsed().as_secs_f64() >= seconds {
-                break;
-            }
-        } else if Instant::now() > deadline || browser.exited() {
-            eprintln!("chromium: no video; page said:\n{}", browser.page_log().join("\n"));
-            return json!({ "failed": "no video from Chromium" });
-        }
-        let Ok(Some(frame)) = consumer.recv_timeout(Duration::from_millis(100)) else {
-            continue;
-        };
-        match frame.kind() {
-            KIND_VIDEO => {
-                let ok = VideoFrame::parse(&frame).is_ok_and(|v| (v.width(), v.height()) == (1920, 1080));
-                bad += u64::from(!ok);
-                if window.is_none() {
-                    window = Some((Instant::now(), bridge.usage(), process_usage::of_tree(browser.pid())));
-                } else {
-                    frames += 1;
-                }
-            }
-            KIND_AUDIO => audio += 1,
-            _ => bad += 1,
-        }
-    }
-    let (start, bridge_before, chromium_before) = window.unwrap();
-    let wall = start.elapsed().as_secs_f64();
-    let bridge_after = bridge.usage();
-    let chromium_after = process_usage::of_tree(browser.pid());
-    let page = browser.page_log();
-    drop(browser);
-    let bridge_stats = bridge.stop();
-    let bridge_ms = (bridge_after.cpu - bridge_before.cpu).as_secs_f64() * 1e3 / frames.max(1) as f64;
-    let chromium_ms = (chromium_after.cpu - chromium_before.cpu).as_secs_f64() * 1e3 / frames.max(1) as f64;
-    println!("== Chromium 1080p30 I420 through the bridge, {wall:.1} s");
-    let row = |k: &str, v: String| println!("  {k:<44} {v}");
-    row(
-        "video frames received",
-        format!("{frames} ({:.1} fps), {audio} audio records, {bad} bad", frames as f64 / wall),
-    );
-    row(
-        "bridge CPU per video frame",
-        format!(
-            "{bridge_ms:.3} ms ({:.0}% of one core)",
-            100.0 * (bridge_after.cpu - bridge_before.cpu).as_secs_f64() / wall
-        ),
-    );
-    row(
-        "Chromium CPU per video frame (all processes)",
-        format!(
-            "{chromium_ms:.2} ms ({:.0}% of one core)",
-            100.0 * (chromium_after.cpu - chromium_before.cpu).as_secs_f64() / wall
-        ),
-    );
-    row(
-        "bridge RSS (private / ring)",
-        format!("{:.1} / {:.1} MiB", mib(bridge_after.rss_anon), mib(bridge_after.rss_shmem)),
-    );
-    json!({
-        "seconds": wall,
-        "video_frames": frames,
-        "fps": frames as f64 / wall,
-        "audio_records": audio,
-        "bad_records": bad,
-        "bridge_cpu_ms_per_frame": bridge_ms,
-        "chromium_cpu_ms_per_frame": chromium_ms,
-        "bridge_rss_private_bytes": bridge_after.rss_anon,
-        "bridge_stats": bridge_stats,
-        "page_log_last": page.last(),
     })
 }
