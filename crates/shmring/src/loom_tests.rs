@@ -161,12 +161,7 @@ fn loom_out_of_order_release_never_frees_held_frames() {
 /// the other flagged late, and all space is released at the end.
 #[test]
 fn loom_record_held_past_the_stall_timeout_is_delivered_late_not_lost() {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(2);
-    // The consumer polls while the producers hold their records: every
-    // pass reads the producer table.
-    builder.max_branches = 50_000;
-    builder.check(|| {
+    model(|| {
         let backing = Arc::new(HeapBacking::new(CAPACITY, 0));
         let consumer = Consumer::start(backing.clone()).unwrap();
         let mut slow = join(&backing);
@@ -182,23 +177,31 @@ fn loom_record_held_past_the_stall_timeout_is_delivered_late_not_lost() {
             fast.send(2, &[2; 8]).unwrap();
         });
         let mut delivered: Vec<(u32, u64)> = Vec::new();
-        while delivered.len() < 2 {
-            match consumer.try_recv().unwrap() {
-                Some(frame) => {
-                    let kind = frame.kind();
-                    assert_eq!(&frame.to_vec()[..], &[kind as u8; 8], "torn payload");
-                    assert!(delivered.iter().all(|&(k, _)| k != kind), "record delivered twice");
-                    // A record after it came first: it was stepped around,
-                    // so it is flagged late.
-                    let overtaken = delivered.iter().any(|&(_, position)| position > frame.position());
-                    assert!(frame.is_late() || !overtaken, "overtaken but not flagged late");
-                    delivered.push((kind, frame.position()));
-                }
-                None => thread::yield_now(),
+        let mut receive = |frame: crate::Frame<'_, HeapBacking>| {
+            let kind = frame.kind();
+            assert_eq!(&frame.to_vec()[..], &[kind as u8; 8], "torn payload");
+            assert!(delivered.iter().all(|&(k, _)| k != kind), "record delivered twice");
+            // A record after it came first: it was stepped around, so it
+            // is flagged late.
+            let overtaken = delivered.iter().any(|&(_, position)| position > frame.position());
+            assert!(frame.is_late() || !overtaken, "overtaken but not flagged late");
+            delivered.push((kind, frame.position()));
+        };
+        // A few polls while the producers run (each may step around a held
+        // record), then the rest once they are done: bounded, so the model
+        // never spins.
+        for _ in 0..3 {
+            if let Some(frame) = consumer.try_recv().unwrap() {
+                receive(frame);
             }
+            thread::yield_now();
         }
         slow_thread.join().unwrap();
         fast_thread.join().unwrap();
+        while let Some(frame) = consumer.try_recv().unwrap() {
+            receive(frame);
+        }
+        assert_eq!(delivered.len(), 2, "a record was lost: {delivered:?} {:?}", consumer.stats());
         assert!(consumer.try_recv().unwrap().is_none());
         let header = backing.header();
         use crate::sync::Ordering::Relaxed;

@@ -300,8 +300,11 @@ impl<B: Backing> Producer<B> {
         let slot = self.slot_line();
         let Some(position) = claimed else {
             // Withdraw the announcement: a stale one would name us as a
-            // possible owner of a record someone else claimed.
-            slot.inflight_pos.store(NO_CLAIM, Ordering::Relaxed);
+            // possible owner of a record someone else claimed. Release,
+            // as every store to the claim words: SYNC POINT: pairs with
+            // the Acquire loads in `recovery::examine_stall`; whoever reads
+            // it sees everything this producer published before.
+            slot.inflight_pos.store(NO_CLAIM, Ordering::Release);
             return Ok(None);
         };
         // Release: SYNC POINT: pairs with the Acquire load of `claimed_pos`
@@ -310,8 +313,10 @@ impl<B: Backing> Producer<B> {
         if !self.backing.local_claims().enter(self.slot, position, position + size) {
             // `write` went backwards under us: another producer of this
             // process holds these bytes. Never hand them out twice.
-            slot.claimed_pos.store(NO_CLAIM, Ordering::Relaxed);
-            slot.inflight_pos.store(NO_CLAIM, Ordering::Relaxed);
+            // Release: SYNC POINT: as above.
+            slot.claimed_pos.store(NO_CLAIM, Ordering::Release);
+            // Release: SYNC POINT: as above.
+            slot.inflight_pos.store(NO_CLAIM, Ordering::Release);
             return Err(Error::Corrupt {
                 position,
                 reason: "the write cursor moved backwards over a claim of this process".into(),
@@ -498,8 +503,13 @@ impl<B: Backing> Drop for Producer<B> {
         retired.data_posts.fetch_add(c.data_posts, Ordering::Relaxed);
         retired.waits.fetch_add(c.waits, Ordering::Relaxed);
         let slot = &header.slots[self.slot];
-        slot.inflight_pos.store(NO_CLAIM, Ordering::Relaxed);
-        slot.claimed_pos.store(NO_CLAIM, Ordering::Relaxed);
+        // Release, both: SYNC POINT: pairs with the Acquire loads in
+        // `recovery::examine_stall`: a consumer that reads "no claim" here
+        // sees the stamps this producer published before (a Relaxed store
+        // would not carry them, and a record it published would look
+        // unclaimed).
+        slot.inflight_pos.store(NO_CLAIM, Ordering::Release);
+        slot.claimed_pos.store(NO_CLAIM, Ordering::Release);
         let free = slot_owner(slot_state::FREE, owner_generation(self.owner), 0);
         // Release: SYNC POINT: pairs with the Acquire CAS in
         // `take_free_slot` (and the consumer's Acquire loads of `owner`):

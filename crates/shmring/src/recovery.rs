@@ -68,9 +68,13 @@ pub(crate) fn examine_stall<B: Backing>(
     if classify_stamp(stamp, head, geometry.salt) != StampState::Unpublished {
         return StallVerdict::Published;
     }
-    let plausible = |size: u64| plausible_end(header, geometry, backing, head, size, write);
+    let fits = |size: u64| fits(geometry, head, size, write);
     if let Some((slot, owner, size)) = winner {
-        if !plausible(size) {
+        // The winner's own announcement is its size: no other record's
+        // boundary is needed (one read stale could make a live record look
+        // unclaimed, and stepping over that would free bytes its producer
+        // still writes).
+        if !fits(size) {
             return StallVerdict::Unclaimed;
         }
         return StallVerdict::Owner { size, slot, verdict: judge.slot(&header.slots[slot], owner) };
@@ -79,13 +83,30 @@ pub(crate) fn examine_stall<B: Backing>(
     // others lost theirs (or stopped just after). A record of the smallest
     // plausible size ends where a real record starts; a live announcer may
     // still be its owner, so it is waited for while one lives.
-    announcers.retain(|&(_, _, size)| plausible(size));
-    let size = announcers.iter().map(|&(_, _, size)| size).min();
-    let Some(size) = size else { return StallVerdict::Unclaimed };
-    let judged: Vec<(usize, Verdict)> =
-        announcers.iter().map(|&(slot, owner, _)| (slot, judge.slot(&header.slots[slot], owner))).collect();
-    let (slot, verdict) = judged.iter().copied().find(|&(_, verdict)| verdict != Verdict::Dead).unwrap_or(judged[0]);
-    StallVerdict::Owner { size, slot, verdict }
+    announcers.retain(|&(_, _, size)| fits(size));
+    let judged: Vec<(usize, u64, Verdict)> = announcers
+        .iter()
+        .map(|&(slot, owner, size)| (slot, size, judge.slot(&header.slots[slot], owner)))
+        .collect();
+    let plausible: Vec<_> = judged
+        .iter()
+        .copied()
+        .filter(|&(_, size, _)| plausible_end(header, geometry, backing, head, size, write))
+        .collect();
+    // Recovering needs a size that ends on a boundary; waiting for a live
+    // announcer does not (its boundary may just not be visible yet).
+    let choose = |set: &[(usize, u64, Verdict)]| {
+        let size = set.iter().map(|&(_, size, _)| size).min()?;
+        let owner = set.iter().copied().find(|&(_, _, verdict)| verdict != Verdict::Dead).unwrap_or(set[0]);
+        Some(StallVerdict::Owner { size, slot: owner.0, verdict: owner.2 })
+    };
+    let live: Vec<_> = judged.iter().copied().filter(|&(_, _, verdict)| verdict != Verdict::Dead).collect();
+    choose(&plausible).or_else(|| choose(&live)).unwrap_or(StallVerdict::Unclaimed)
+}
+
+/// Whether a record of `size` bytes at `head` is well formed and claimed.
+fn fits(geometry: &Geometry, head: u64, size: u64, write: u64) -> bool {
+    size >= RECORD_HEADER_SPAN && size % RECORD_ALIGN == 0 && size <= geometry.capacity && head + size <= write
 }
 
 /// Whether a record of `size` bytes at `head` would end where another
@@ -98,13 +119,10 @@ fn plausible_end<B: Backing>(
     size: u64,
     write: u64,
 ) -> bool {
-    if size < RECORD_HEADER_SPAN || size % RECORD_ALIGN != 0 || size > geometry.capacity {
+    if !fits(geometry, head, size, write) {
         return false;
     }
     let end = head + size;
-    if end > write {
-        return false;
-    }
     end == write || is_boundary(header, geometry, backing, end)
 }
 

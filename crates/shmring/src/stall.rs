@@ -188,14 +188,12 @@ impl<B: Backing> Consumer<B> {
                 }
                 false
             }
-            StallVerdict::Unclaimed => {
-                // Nobody claims it any more, and it was never published: its
-                // claim was given up (a peer broke the cursors).
-                self.settle(st, index);
-                self.release_now(st, pending.position);
-                let _ = self.corrupt_counted(st, pending.position, "stepped-around record that nobody claims".into());
-                true
-            }
+            // Nobody seems to claim it now: a view of the table read
+            // stale, or a peer scribbling on it. It was claimed when it was
+            // stepped around, so it is waited for (dropping it would free
+            // bytes its producer may still write); it stays counted as
+            // stuck.
+            StallVerdict::Unclaimed => false,
         }
     }
 
