@@ -79,7 +79,12 @@ pub struct Producer<B: Backing> {
     /// The reservation handed out and not published yet. A reservation
     /// passed to `mem::forget` never publishes itself: the next `reserve`
     /// (or the producer's drop) publishes it as a skip record.
-    unpublished: Option<ReservationFields>,
+    /// Kept as plain words (position [`NO_CLAIM`] when none): copying an
+    /// `Option` of the fields compiles to a `memcpy` call, which a
+    /// sanitizer of a C++ host sees without the atomics that order it.
+    unpublished_position: u64,
+    unpublished_len: u64,
+    unpublished_sequence: u64,
     /// Private copy of `read`; the shared one is read only when this one
     /// says the ring may be full.
     cached_read: u64,
@@ -156,7 +161,9 @@ impl<B: Backing> Producer<B> {
             slot,
             owner,
             identity: Box::new(identity),
-            unpublished: None,
+            unpublished_position: NO_CLAIM,
+            unpublished_len: 0,
+            unpublished_sequence: 0,
             cached_read,
             sequence: 0,
             policy: FullPolicy::default(),
@@ -254,7 +261,7 @@ impl<B: Backing> Producer<B> {
         };
         let sequence = self.sequence;
         self.sequence += 1;
-        self.unpublished = Some(ReservationFields { position, len, kind: 0, flags: 0, sequence });
+        (self.unpublished_position, self.unpublished_len, self.unpublished_sequence) = (position, len, sequence);
         Ok(Reservation { producer: self, position, len, kind: 0, flags: 0, sequence, published: false })
     }
 
@@ -271,7 +278,14 @@ impl<B: Backing> Producer<B> {
     /// bytes are no longer borrowed (the forgotten guard held the only
     /// borrow of this producer).
     fn publish_forgotten(&mut self) {
-        if let Some(fields) = self.unpublished.take() {
+        if self.unpublished_position != NO_CLAIM {
+            let fields = ReservationFields {
+                position: self.unpublished_position,
+                len: self.unpublished_len,
+                kind: 0,
+                flags: 0,
+                sequence: self.unpublished_sequence,
+            };
             self.publish_fields(fields, false);
         }
     }
@@ -585,7 +599,7 @@ impl<B: Backing> From<&Reservation<'_, B>> for ReservationFields {
 
 impl<B: Backing> Producer<B> {
     fn publish_fields(&mut self, r: ReservationFields, committed: bool) {
-        self.unpublished = None;
+        self.unpublished_position = NO_CLAIM;
         let record = self.backing.record(r.position);
         record.len.store(r.len as u32, Ordering::Relaxed);
         record.kind.store(r.kind, Ordering::Relaxed);

@@ -84,10 +84,8 @@ pub(crate) fn examine_stall<B: Backing>(
     // plausible size ends where a real record starts; a live announcer may
     // still be its owner, so it is waited for while one lives.
     announcers.retain(|&(_, _, size)| fits(size));
-    let judged: Vec<(usize, u64, Verdict)> = announcers
-        .iter()
-        .map(|&(slot, owner, size)| (slot, size, judge.slot(&header.slots[slot], owner)))
-        .collect();
+    let judged: Vec<(usize, u64, Verdict)> =
+        announcers.iter().map(|&(slot, owner, size)| (slot, size, judge.slot(&header.slots[slot], owner))).collect();
     let plausible: Vec<_> = judged
         .iter()
         .copied()

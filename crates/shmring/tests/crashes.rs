@@ -728,9 +728,8 @@ fn stall_round(stall: Duration, hold: Duration, stop: bool) -> (Duration, Option
 #[ignore = "measurement: scripts/stall-figures.sh runs it and writes target/stall-figures.json"]
 fn stall_figures() {
     let rounds: usize = std::env::var("SHMRING_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
-    let stall = Duration::from_millis(
-        std::env::var("SHMRING_STALL_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(250),
-    );
+    let stall =
+        Duration::from_millis(std::env::var("SHMRING_STALL_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(250));
     let mut killed = Vec::new();
     let mut stopped = Vec::new();
     for _ in 0..rounds {
