@@ -39,6 +39,30 @@ pub enum Support {
     Undetermined(String),
 }
 
+impl Support {
+    /// What the launchers print about it (a warning for a stock build).
+    pub fn describe(&self, ring: &str) -> String {
+        match self {
+            Support::Unknown(exe) => format!(
+                "warning: {} does not contain the switch --{SWITCH}: a stock build, which ignores it, so no \
+                 renderer will write into the ring; {}",
+                exe.display(),
+                stock_hint(ring)
+            ),
+            Support::Known(exe) => format!("{} knows --{SWITCH}", exe.display()),
+            Support::Undetermined(why) => format!("cannot tell whether the browser knows --{SWITCH}: {why}"),
+        }
+    }
+}
+
+/// What to do instead with a stock browser.
+fn stock_hint(ring: &str) -> String {
+    format!(
+        "build Chromium with the patches in chromium-patch/, or use the browser bridge, which works with stock \
+         Chromium: `shmring bridge {ring}` and the JS client in crates/shmring-bridge/js/"
+    )
+}
+
 /// Finds the program process `pid` runs once it has left any wrapper
 /// script, and whether that program contains the switch's name.
 pub fn switch_support(pid: u32) -> Support {
@@ -115,19 +139,8 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
     let pid = child.id();
     eprintln!("chromium: started {} (pid {pid}) with {switch}, ring {name}", args.browser.display());
     let support = switch_support(pid);
-    let stock_hint = format!(
-        "build Chromium with the patches in chromium-patch/, or use the browser bridge, which works with stock \
-         Chromium: `shmring bridge {name}` and the JS client in crates/shmring-bridge/js/"
-    );
-    match &support {
-        Support::Unknown(exe) => eprintln!(
-            "chromium: warning: {} does not contain the switch --{SWITCH}: a stock build, which ignores it, so no \
-             renderer will write into the ring; {stock_hint}",
-            exe.display()
-        ),
-        Support::Known(exe) => eprintln!("chromium: {} knows --{SWITCH}", exe.display()),
-        Support::Undetermined(why) => eprintln!("chromium: cannot tell whether the browser knows --{SWITCH}: {why}"),
-    }
+    let stock_hint = stock_hint(&name);
+    eprintln!("chromium: {}", support.describe(&name));
     let interrupted = interrupt_flag()?;
     let stop_browser = || {
         let _ = process::kill(pid, libc::SIGTERM);

@@ -52,7 +52,10 @@
 //! - hand the region on without a copy and without a reference:
 //!   [`SharedBytes::as_ptr`] and [`len`](SharedBytes::len) (`vmsplice`,
 //!   buffer protocols);
-//! - trust the producers: `unsafe` [`SharedBytes::as_slice`].
+//! - trust the producers: `unsafe` [`SharedBytes::as_slice`];
+//! - keep it past the consumer's borrow, or let it go on another thread
+//!   (a GStreamer buffer, a numpy array): [`Frame::into_lease`] gives a
+//!   `Send + 'static` [`Lease`], capped by [`Consumer::set_lease_limit`].
 //!
 //! Receiving and dropping a frame reads none of its payload, so it costs
 //! the same whichever way the payload is read.
@@ -76,7 +79,8 @@
 //!
 //! Modules, one concept each: [`layout`] (the shared contract), `segment`
 //! (memfd, seals, double mapping), `producer` and `consumer` (the protocol),
-//! `frame` (what the consumer hands out),
+//! `frame` (what the consumer hands out), `lease` (frames released on any
+//! thread),
 //! `signal` (waiter flags and semaphores), `recovery` (dead producers and
 //! corrupt records), `liveness`, [`stats`], `name`, and `rendezvous`
 //! (attach by name).
@@ -91,6 +95,7 @@ mod consumer;
 mod error;
 mod frame;
 pub mod layout;
+mod lease;
 pub mod leftovers;
 mod liveness;
 mod name;
@@ -115,6 +120,7 @@ pub use backing::Backing;
 pub use consumer::{Consumer, DEFAULT_SPIN_LIMIT, DEFAULT_UNVERIFIABLE_STALL_TIMEOUT};
 pub use error::{Error, Result};
 pub use frame::{Frame, SharedBytes};
+pub use lease::{Lease, DEFAULT_LEASE_LIMIT};
 pub use liveness::Liveness;
 pub use name::{runtime_dir, socket_path, validate as validate_name};
 pub use producer::{FullPolicy, Producer, Reservation};
