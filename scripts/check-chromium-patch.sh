@@ -6,6 +6,12 @@
 # (about 800 MB) once and caches it.
 #
 #   scripts/check-chromium-patch.sh
+#   scripts/check-chromium-patch.sh --compile --cache DIR
+#
+# With --compile it compiles, with Chromium's own build, every translation
+# unit and Rust target the series adds or changes: see
+# scripts/compile-chromium-patch.sh (hours of CPU and about 30 GB in DIR the
+# first time).
 #
 # Environment:
 #   CHROMIUM_VERSION       upstream version to check against (default: the
@@ -21,6 +27,12 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ "${1:-}" == --compile ]]; then
+  shift
+  exec "$repo/scripts/compile-chromium-patch.sh" "$@"
+fi
+# shellcheck source=debian-source.sh
+. "$repo/scripts/debian-source.sh"
 patch_dir="$repo/chromium-patch"
 cache="${SHMRING_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shmring}/chromium"
 
@@ -66,47 +78,8 @@ else
 fi
 
 if [[ ! -f "$tarball" ]]; then
-  command -v apt-get >/dev/null || die "needs apt-get to find the source package"
-  command -v curl >/dev/null || die "needs curl"
-  apt="$work/apt"
-  mkdir -p "$apt/sources.list.d" "$apt/lists/partial" "$apt/cache/archives/partial"
-  : >"$apt/sources.list"
-  # deb822 files: Types: deb -> deb-src. One-line files: deb -> deb-src.
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [[ -f "$f" ]] || continue
-    sed -E 's/^Types:.*$/Types: deb-src/' "$f" >"$apt/sources.list.d/$(basename "$f")"
-  done
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [[ -f "$f" ]] || continue
-    sed -nE 's/^[[:space:]]*deb[[:space:]]+/deb-src /p' "$f" >>"$apt/sources.list"
-  done
-  aptopts=(-o "Dir::Etc::sourcelist=$apt/sources.list"
-           -o "Dir::Etc::sourceparts=$apt/sources.list.d"
-           -o "Dir::State::Lists=$apt/lists"
-           -o "Dir::Cache=$apt/cache"
-           -o "Debug::NoLocking=1"
-           -o "APT::Sandbox::User=$(id -un)")
-  say "fetching source indexes (deb-src derived from the machine's apt sources)"
-  apt-get "${aptopts[@]}" -qq update >/dev/null || die "apt-get update (deb-src) failed"
-  debver="$(apt-cache "${aptopts[@]}" showsrc chromium 2>/dev/null |
-    sed -nE 's/^Version: //p' | grep -E "^([0-9]+:)?${version//./\\.}-" | head -1 || true)"
-  [[ -n "$debver" ]] || die "no chromium source package for $version in the configured archives"
-  uri="$(apt-get "${aptopts[@]}" source --print-uris "chromium=$debver" 2>/dev/null |
-    sed -nE "s/^'([^']*chromium_${version//./\\.}\.orig\.tar\.xz)'.*/\1/p" | head -1)"
-  [[ -n "$uri" ]] || die "no .orig.tar.xz listed for chromium=$debver"
-  sha="$(apt-get "${aptopts[@]}" source --print-uris "chromium=$debver" 2>/dev/null |
-    sed -nE "s/^'[^']*chromium_${version//./\\.}\.orig\.tar\.xz' [^ ]+ [0-9]+ SHA256:([0-9a-f]+).*/\1/p" | head -1)"
-  mkdir -p "$cache"
-  say "downloading chromium_${version}.orig.tar.xz (cached in $cache)"
-  if ! curl -fL --retry 3 -o "$tarball.part" "$uri"; then
-    rm -f "$tarball.part"
-    listed="$(apt-cache "${aptopts[@]}" showsrc chromium 2>/dev/null | sed -nE 's/^Version: //p' | tr '\n' ' ')"
-    die "download failed: $uri (the index lists chromium $listed; set CHROMIUM_VERSION to one whose source the archive serves)"
-  fi
-  if [[ -n "$sha" ]]; then
-    echo "$sha  $tarball.part" | sha256sum -c --quiet - || die "SHA256 mismatch"
-  fi
-  mv "$tarball.part" "$tarball"
+  debian_source_setup "$work/apt"
+  debian_source_fetch "$(debian_source_package "$version")" .orig.tar.xz "$tarball"
 fi
 say "source: $(basename "$tarball")"
 

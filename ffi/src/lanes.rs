@@ -13,7 +13,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use shmring::{Producer, RingFds, RingProducer};
+use shmring::{MappedRing, Producer, RingFds, RingProducer};
 
 /// Producers per handle: more C++ threads than this writing at the same
 /// instant drop frames (counted as `dropped_busy`).
@@ -42,6 +42,9 @@ struct Lane {
 pub struct Lanes {
     /// Descriptors kept to attach more lanes (each lane maps the ring).
     fds: RingFds,
+    /// The first lane's mapping, which the lanes share: what the handle
+    /// as a whole asks (geometry, counters, prefault) needs no lane.
+    pub ring: Arc<MappedRing>,
     lanes: [Lane; LANES],
     pub counters: LaneCounters,
 }
@@ -66,7 +69,7 @@ impl Lanes {
     pub fn attach(fds: RingFds) -> shmring::Result<Arc<Lanes>> {
         let first = Producer::attach(fds.try_clone()?)?;
         let lanes = std::array::from_fn(|_| Lane { busy: AtomicBool::new(false), producer: UnsafeCell::new(None) });
-        let lanes = Lanes { fds, lanes, counters: LaneCounters::default() };
+        let lanes = Lanes { fds, ring: Arc::clone(first.ring()), lanes, counters: LaneCounters::default() };
         // SAFETY: nobody else can see `lanes` yet.
         unsafe { *lanes.lanes[0].producer.get() = Some(first) };
         lanes.counters.lanes_attached.store(1, Ordering::Relaxed);

@@ -79,7 +79,7 @@ pub mod bridge {
     }
 
     /// Counters of one handle (all its lanes), plus the ring's own totals
-    /// when a lane was free to read them (`ring_valid`).
+    /// (`ring_valid` once attached). Reading them claims no lane.
     #[derive(Debug, Clone, Copy, Default)]
     struct Counters {
         frames: u64,
@@ -108,7 +108,9 @@ pub mod bridge {
         /// Attaches from a descriptor spec `MEMFD:DATA_SEM:SPACE_SEM` (as in
         /// `SHMRING_FD`); the handle then owns those descriptors.
         fn attach_spec(spec: &[u8]) -> Box<ShimProducer>;
-        /// Attaches from three descriptors, taking ownership of them.
+        /// Attaches from three descriptors, taking ownership of them. The
+        /// same descriptor named twice is refused (`AttachFailed`) and
+        /// closed once.
         fn attach_fds(memfd: i32, data_sem: i32, space_sem: i32) -> Box<ShimProducer>;
         /// `Ok` if attached, else why not.
         fn status(self: &ShimProducer) -> Status;

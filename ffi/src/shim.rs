@@ -1,9 +1,10 @@
 //! What the bridge's functions do: attach, write, reserve, count.
 
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use shmring::{MappedRing, RingFds};
+use shmring::{Backing, MappedRing, RingFds};
 use shmring_media::{
     AudioMeta, AudioSamples, AudioSlot, I420Planes, MediaError, PixelFormat, SampleFormat, VideoMeta, VideoSlot,
     MAX_CHANNELS, MAX_PLANES,
@@ -28,6 +29,24 @@ pub(crate) fn attach_spec(spec: &[u8]) -> Box<ShimProducer> {
 }
 
 pub(crate) fn attach_fds(memfd: i32, data_sem: i32, space_sem: i32) -> Box<ShimProducer> {
+    let numbers = [memfd, data_sem, space_sem];
+    if numbers[1..].contains(&memfd) || data_sem == space_sem {
+        // One descriptor named twice cannot be a ring, and owning it twice
+        // would close it twice (the second time perhaps closing whatever
+        // the process opened since under that number). The caller handed
+        // each over: close each distinct one once.
+        let mut distinct = numbers;
+        distinct.sort_unstable();
+        for (i, &fd) in distinct.iter().enumerate() {
+            // SAFETY: F_GETFD only asks whether `fd` is open.
+            if fd >= 0 && distinct[..i].last() != Some(&fd) && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+                // SAFETY: the caller gave up this descriptor to the shim
+                // (producer.h), and it is taken here exactly once.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        return Box::new(ShimProducer { lanes: Err(Status::AttachFailed) });
+    }
     attach_spec(format!("{memfd}:{data_sem}:{space_sem}").as_bytes())
 }
 
@@ -53,17 +72,21 @@ impl ShimProducer {
         }
     }
 
+    // `max_payload`, `prefault` and `counters` are about the handle, not a
+    // frame: they read the lanes' shared mapping and never claim a lane, so
+    // they work (and count no drop) while every lane is writing.
+
     pub(crate) fn max_payload(&self) -> u64 {
-        self.with_lane(|guard| guard.producer().map(|p| p.max_payload() as u64).map_err(MediaError::from)).unwrap_or(0)
+        self.lanes.as_ref().map_or(0, |lanes| lanes.ring.geometry().max_payload)
     }
 
     pub(crate) fn prefault(&self) -> Status {
-        // The lanes share the first lane's mapping (see `lanes`): faulting
-        // it in once covers every lane that did not have to map the ring
-        // on its own.
-        match self.with_lane(|guard| guard.producer()?.prefault().map_err(MediaError::from)) {
+        let Ok(lanes) = &self.lanes else { return Status::NotAttached };
+        // Faulting in the shared mapping once covers every lane that did
+        // not have to map the ring on its own (see `lanes`).
+        match lanes.ring.prefault() {
             Ok(()) => Status::Ok,
-            Err(status) => status,
+            Err(e) => status_of(&MediaError::from(e), &lanes.counters),
         }
     }
 
@@ -236,16 +259,12 @@ impl ShimProducer {
             lanes_attached: c.lanes_attached.load(r),
             ..Counters::default()
         };
-        if let Some(mut guard) = lanes.claim() {
-            if let Ok(producer) = guard.producer() {
-                let stats = producer.stats();
-                counters.ring_valid = true;
-                counters.ring_committed_frames = stats.committed_frames;
-                counters.ring_consumed_frames = stats.consumed_frames;
-                counters.ring_drops = stats.drops;
-                counters.ring_capacity = stats.capacity;
-            }
-        }
+        let stats = lanes.ring.stats();
+        counters.ring_valid = true;
+        counters.ring_committed_frames = stats.committed_frames;
+        counters.ring_consumed_frames = stats.consumed_frames;
+        counters.ring_drops = stats.drops;
+        counters.ring_capacity = stats.capacity;
         counters
     }
 }

@@ -179,3 +179,165 @@ fn hunk_header_parser() {
     assert_eq!(hunk_counts("@@ -x,1 +1,1 @@"), None);
     assert_eq!(hunk_counts("@ -1,1 +1,1 @@"), None);
 }
+
+/// The target list of `scripts/compile-chromium-patch.sh`: (kind, what, files
+/// it proves besides `what`, the rest of the line).
+fn compile_targets() -> Vec<(String, String, Vec<String>)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/compile-chromium-patch.sh");
+    let text = fs::read_to_string(&script).expect("scripts/compile-chromium-patch.sh exists");
+    let start = text.find("compile_targets='\n").expect("the script defines compile_targets='...'")
+        + "compile_targets='\n".len();
+    let len = text[start..].find("\n'\n").expect("compile_targets ends with a lone '");
+    text[start..start + len]
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut words = l.split_whitespace().map(str::to_owned);
+            let kind = words.next().unwrap();
+            let what = words.next().unwrap_or_else(|| panic!("target line without a target: {l:?}"));
+            // A `none` line ends with a reason, not with files.
+            let files = if kind == "none" { Vec::new() } else { words.collect() };
+            (kind, what, files)
+        })
+        .collect()
+}
+
+/// Every file of the series, in patch order.
+fn series_files() -> Vec<String> {
+    patches().iter().flat_map(|p| check_patch(p)).collect()
+}
+
+/// The text of a file the series creates (its `+` lines); None when the
+/// series does not create it.
+fn new_file_in_series(path: &str) -> Option<String> {
+    for p in patches() {
+        let text = fs::read_to_string(&p).unwrap();
+        let header = format!("diff --git a/{path} b/{path}\n");
+        let Some(at) = text.find(&header) else { continue };
+        let body = &text[at + header.len()..];
+        let end = body.find("\ndiff --git ").map_or(body.len(), |e| e + 1);
+        if !body[..end].lines().take_while(|l| !l.starts_with("@@ ")).any(|l| l.starts_with("new file mode ")) {
+            return None;
+        }
+        return Some(
+            body[..end]
+                .lines()
+                .skip_while(|l| !l.starts_with("@@ "))
+                .filter_map(|l| l.strip_prefix('+'))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+        );
+    }
+    None
+}
+
+#[test]
+fn compile_targets_cover_every_file_the_series_touches() {
+    let targets = compile_targets();
+    let series = series_files();
+    let mut named: Vec<&str> = Vec::new();
+    for (kind, what, files) in &targets {
+        assert!(
+            matches!(kind.as_str(), "object" | "rust" | "gn-check" | "none"),
+            "unknown target kind {kind} ({what})"
+        );
+        if (kind == "object" || kind == "none") && !what.starts_with("gen/") {
+            named.push(what);
+        }
+        named.extend(files.iter().map(String::as_str));
+    }
+    for file in &series {
+        let times = named.iter().filter(|n| **n == file).count();
+        assert_eq!(times, 1, "{file} is touched by the series and named {times} times in the script's compile targets");
+        if file.ends_with(".cc") {
+            assert!(
+                targets.iter().any(|(k, w, _)| k == "object" && w == file),
+                "{file}: every .cc of the series is compiled as an object target"
+            );
+        }
+    }
+    for name in &named {
+        assert!(series.iter().any(|f| f == name), "compile targets name {name}, which the series does not touch");
+    }
+}
+
+#[test]
+fn compile_targets_build_every_gn_target_the_series_declares() {
+    let targets = compile_targets();
+    let has = |kind: &str, label: &str| targets.iter().any(|(k, w, _)| k == kind && w == label);
+    for file in series_files().iter().filter(|f| f.ends_with("/BUILD.gn")) {
+        let dir = file.trim_end_matches("/BUILD.gn");
+        let Some(text) = new_file_in_series(file) else {
+            continue; // an existing BUILD.gn the series only extends
+        };
+        // Target declarations: `template("name") {` at the start of a line.
+        for line in text.lines().filter(|l| !l.starts_with([' ', '#']) && l.ends_with(") {")) {
+            let Some((template, rest)) = line.split_once("(\"") else { continue };
+            let name = rest.split('"').next().unwrap();
+            let label = format!("//{dir}:{name}");
+            match template.trim() {
+                "rust_static_library" | "rust_bindgen_generator" => {
+                    assert!(has("rust", &label), "{label}: no rust compile target");
+                    if text.contains("cxx_bindings") && template.trim() == "rust_static_library" {
+                        let block = &text[text.find(line).unwrap()..];
+                        let block = &block[..block.find("\n}\n").unwrap_or(block.len())];
+                        if block.contains("cxx_bindings") {
+                            let generated = format!("{label}_cxx_generated");
+                            assert!(has("rust", &generated), "{generated}: the cxx C++ of {label} is not compiled");
+                        }
+                    }
+                }
+                "source_set" | "blink_modules_sources" | "component" | "static_library" => {
+                    assert!(has("gn-check", &label), "{label}: no gn-check target");
+                }
+                "config" => {}
+                other => panic!("{file}: no compile target kind for GN template {other}"),
+            }
+        }
+    }
+}
+
+/// The Rust sources GN compiles are the crate's: every listed file exists,
+/// and every module left out is one the GN build does not compile.
+#[test]
+fn gn_rust_sources_match_the_crates() {
+    let build =
+        new_file_in_series("third_party/shmring/BUILD.gn").expect("the series creates third_party/shmring/BUILD.gn");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut listed = Vec::new();
+    for line in build.lines() {
+        let line = line.trim().trim_end_matches(',');
+        if let Some(path) = line.strip_prefix("\"src/").and_then(|l| l.strip_suffix(".rs\"")) {
+            let repo_path = path.strip_prefix("crates/").map_or_else(|| path.to_owned(), |p| format!("crates/{p}"));
+            let repo_path = format!("{repo_path}.rs");
+            assert!(root.join(&repo_path).is_file(), "BUILD.gn lists src/{path}.rs; {repo_path} does not exist");
+            listed.push(repo_path);
+        }
+    }
+    for dir in ["crates/shmring/src", "crates/shmring-media/src", "ffi/src"] {
+        let lib = fs::read_to_string(root.join(dir).join("lib.rs")).unwrap();
+        for entry in fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let file = format!("{dir}/{}", path.file_name().unwrap().to_string_lossy());
+            if listed.contains(&file) {
+                continue;
+            }
+            // Left out: only a module behind a cfg the GN build does not set
+            // (tests, loom, an optional feature).
+            let module = path.file_stem().unwrap().to_string_lossy();
+            let decl = lib
+                .lines()
+                .position(|l| l.trim_start_matches("pub ").starts_with(&format!("mod {module};")))
+                .unwrap_or_else(|| panic!("{file} is neither listed in BUILD.gn nor a module of {dir}/lib.rs"));
+            let gate = if decl > 0 { lib.lines().nth(decl - 1).unwrap().trim() } else { "" };
+            assert!(
+                gate.starts_with("#[cfg(")
+                    && (gate.contains("test") || gate.contains("loom") || gate.contains("feature")),
+                "{file}: compiled by GN ({gate:?} does not exclude it) but not listed in third_party/shmring/BUILD.gn"
+            );
+        }
+    }
+}

@@ -7,7 +7,10 @@
 // Prints "stream=..." lines (what it wrote, for the consumer to match) and
 // "N passed, M failed"; exits non-zero if any check failed.
 
+#include <fcntl.h>
+
 #include <atomic>
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -156,6 +159,46 @@ void SlotsCommitOnceAndSkipWhenDropped(const shmring::Producer& p, Written* vide
   CHECK(after.frames == before.frames + 1);
 }
 
+// The same descriptor handed over three times: refused, and closed exactly
+// once (a second close would close whatever the process opened since under
+// that number; debug builds of the shim abort on it).
+void OneDescriptorThriceIsRefusedAndClosedOnce() {
+  const int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  CHECK(fd >= 0);
+  CHECK(shmring::Producer::AttachFds(fd, fd, fd).status() == Status::AttachFailed);
+  errno = 0;
+  CHECK(fcntl(fd, F_GETFD) == -1 && errno == EBADF);
+}
+
+// max_payload(), Prefault() and counters() are about the handle: they
+// answer while every lane is taken, and count no drop.
+void HandleCallsNeedNoLane(const shmring::Producer& p) {
+  constexpr int kLanes = 8;  // LANES in ffi/src/lanes.rs
+  std::vector<shmring::VideoSlot> held;
+  held.reserve(kLanes);
+  for (int i = 0; i < kLanes; ++i) {
+    held.push_back(p.ReserveVideo(Video(99, 0, 16, 16)));
+    CHECK(held.back().ok());
+  }
+  const shmring::Counters before = p.counters();
+  CHECK(p.ReserveVideo(Video(99, 0, 16, 16)).status() == Status::LanesBusy);
+  CHECK(p.max_payload() > 0);
+  CHECK(p.Prefault() == Status::Ok);
+  const shmring::Counters during = p.counters();
+  CHECK(during.ring_valid && during.ring_capacity > 0);
+  CHECK(during.dropped_busy == before.dropped_busy + 1);
+  // The held slots are destroyed uncommitted: skipped, never seen.
+}
+
+// A chunk of no samples is a valid record; writing it touches no sample
+// storage (there is none: channel() is null).
+void EmptyAudioChunkIsWritten(const shmring::Producer& p, Written* audio) {
+  const float silence[1] = {0.0f};
+  const float* channels[2] = {silence, silence};
+  Tally(audio, p.WriteAudioF32Planar(Audio(audio->stream, 0, 0), channels));
+  CHECK(audio->written == 1);
+}
+
 // Several threads share one producer; each owns a stream.
 void ThreadsShareOneProducer(const shmring::Producer& p, std::vector<Written>* reports) {
   constexpr int kVideoThreads = 9;  // more than the shim's lanes
@@ -243,6 +286,7 @@ extern "C" int shmring_shim_test_main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--shmring-fd") == 0) spec = argv[i + 1];
   }
   AttachFailuresAreStatuses();
+  OneDescriptorThriceIsRefusedAndClosedOnce();
   shmring::Producer attached = spec ? shmring::Producer::AttachSpec(spec) : shmring::Producer::FromEnvironment();
   CHECK(attached.ok());
   if (!attached.ok()) {
@@ -258,9 +302,15 @@ extern "C" int shmring_shim_test_main(int argc, char** argv) {
   slots.stream = 30;
   AnnouncementsNameStreams(producer);
   SlotsCommitOnceAndSkipWhenDropped(producer, &slots);
+  HandleCallsNeedNoLane(producer);
+  Written empty{};
+  empty.stream = 31;
+  empty.kind = "audio";
+  EmptyAudioChunkIsWritten(producer, &empty);
   std::vector<Written> reports;
   ThreadsShareOneProducer(producer, &reports);
   reports.push_back(slots);
+  reports.push_back(empty);
   uint64_t frames = 0;
   for (const Written& w : reports) {
     std::printf("stream=%u kind=%s attempted=%" PRIu64 " written=%" PRIu64 " dropped_full=%" PRIu64

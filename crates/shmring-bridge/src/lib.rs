@@ -1,9 +1,13 @@
-//! A WebSocket bridge that lets a stock browser write media frames into a
-//! [`shmring`] ring: the page's JS client (`js/shmring-bridge.js`, served by
-//! the bridge) captures frames and sends each as one binary message, with
-//! the frame header of `ffi/include/shmring/media.h` in front; the bridge
-//! reads each message from the socket straight into a reserved ring slot,
-//! so the ring's consumer sees the same records as from a patched browser.
+//! A bridge that lets a stock browser write media frames into a [`shmring`]
+//! ring: the page's JS client (`js/shmring-bridge.js`, served by the bridge)
+//! captures frames, each with the frame header of
+//! `ffi/include/shmring/media.h` in front, and hands them over by one of two
+//! lanes: written into a file of the page's origin-private file system,
+//! announced by a small control message over a WebSocket, and read by the
+//! bridge with one `pread` into a reserved ring slot (the file lane, see
+//! [`frame_file`]); or sent as binary WebSocket messages, read from the
+//! socket straight into the slot. The ring's consumer sees the same records
+//! either way, and as from a patched browser.
 //!
 //! ```
 //! use shmring::{Consumer, RingOptions};
@@ -38,8 +42,10 @@
 //! are described in the crate's README. Modules: `frames` (WebSocket frame
 //! headers, masking), `http` (the upgrade and the pages), `protocol`
 //! (declarations, notices, media header checks), `inflight` (producers
-//! shared by connections, the reservation a message holds), `connection`,
-//! `worker`, [`stats`], [`client`], [`extension`] (the meeting recorder's
+//! shared by connections, the reservation a message holds), `connection`
+//! (one client), `outbox`, `session` (the WebSocket session, with its
+//! `payload_lane` and `file_lane`), [`frame_file`] (finding and reading a
+//! page's frame file), `worker`, [`stats`], [`client`], [`extension`] (the meeting recorder's
 //! browser extension), plus [`chromium`] and [`process_usage`] used by the
 //! tests and the load bench.
 

@@ -19,6 +19,7 @@ use crate::layout::{
     classify_stamp, consumer_owner, consumer_state, owner_state, record_size, Geometry, Header, StampState,
     MAX_PRODUCERS,
 };
+use crate::lease::{Lease, LeaseTable};
 use crate::liveness::{self, Liveness, ProducerWatch};
 use crate::recovery;
 use crate::stall::Pending;
@@ -44,6 +45,8 @@ pub struct Consumer<B: Backing> {
     pub(crate) watches: RefCell<Vec<ProducerWatch>>,
     pub(crate) kill_stuck: bool,
     pub(crate) state: RefCell<State>,
+    /// Shared with the leases made of its frames (see `lease`).
+    leases: Arc<LeaseTable>,
 }
 
 pub(crate) struct State {
@@ -156,6 +159,7 @@ impl<B: Backing> Consumer<B> {
                 last_wait: Duration::ZERO,
                 counters,
             }),
+            leases: Arc::new(LeaseTable::new()),
         })
     }
 
@@ -204,6 +208,7 @@ impl<B: Backing> Consumer<B> {
     /// refused; it has been counted and, where a safe point exists, stepped
     /// over, so the next call continues after it.
     pub fn try_recv(&self) -> Result<Option<Frame<'_, B>>> {
+        self.take_lease_releases();
         let mut st = self.state.borrow_mut();
         // Every pass either returns or moves `peek` forward by at least one
         // record, and `peek` never passes `write`: the loop is bounded by
@@ -334,7 +339,7 @@ impl<B: Backing> Consumer<B> {
             // re-check below, or that producer sees our announcement and
             // posts.
             fence(Ordering::SeqCst);
-            if self.head_published() {
+            if self.head_published() || self.leases.has_released() {
                 waiting.store(0, Ordering::Relaxed);
                 continue;
             }
@@ -381,14 +386,17 @@ impl<B: Backing> Consumer<B> {
         classify_stamp(stamp, head, self.geometry.salt) != StampState::Unpublished
     }
 
-    /// Number of records handed out and not yet released.
+    /// Number of records handed out and not yet released (leases
+    /// included).
     pub fn held(&self) -> usize {
+        self.take_lease_releases();
         self.state.borrow().held.iter().filter(|h| !h.released).count()
     }
 
     /// Bytes between `read` and `write`: in use by records not yet
     /// released, published or not.
     pub fn used_bytes(&self) -> u64 {
+        self.take_lease_releases();
         let st = self.state.borrow();
         st.cached_write.saturating_sub(st.read)
     }
@@ -488,6 +496,48 @@ impl<B: Backing> Consumer<B> {
     /// The shared backing (for stats and descriptors).
     pub(crate) fn backing(&self) -> &Arc<B> {
         &self.backing
+    }
+
+    /// Most leases alive at once; another is refused with
+    /// [`Error::TooManyHeld`]. Default [`DEFAULT_LEASE_LIMIT`](crate::DEFAULT_LEASE_LIMIT).
+    pub fn set_lease_limit(&mut self, limit: usize) {
+        self.leases.set_limit(limit);
+    }
+
+    /// Leases of this consumer's frames alive now.
+    pub fn leases(&self) -> usize {
+        self.leases.live()
+    }
+
+    /// The next record as a [`Lease`], waiting at most `timeout`.
+    /// `Err(Error::TooManyHeld { .. })` when the lease limit is reached:
+    /// then nothing was received.
+    pub fn recv_lease_timeout(&self, timeout: Duration) -> Result<Option<Lease<B>>> {
+        self.leases.admit()?;
+        match self.recv_timeout(timeout) {
+            Ok(Some(frame)) => Ok(Some(frame.into_admitted_lease())),
+            other => {
+                self.leases.withdraw();
+                other.map(|_| None)
+            }
+        }
+    }
+
+    pub(crate) fn lease_table(&self) -> &Arc<LeaseTable> {
+        &self.leases
+    }
+
+    /// Releases the records whose leases were dropped since the last call,
+    /// here on the consumer's thread, in ring order.
+    fn take_lease_releases(&self) {
+        let Some(released) = self.leases.take_released() else { return };
+        let mut st = self.state.borrow_mut();
+        for position in released {
+            if let Some(held) = st.held.iter_mut().find(|h| h.position == position) {
+                held.released = true;
+            }
+        }
+        self.advance_read(&mut st);
     }
 }
 

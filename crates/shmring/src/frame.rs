@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use crate::backing::Backing;
 use crate::consumer::Consumer;
+use crate::lease::Lease;
 
 /// One record, received in place from the ring. Its space is freed when
 /// the frame is dropped (and every older frame too: space is reused in
@@ -139,6 +140,33 @@ impl<'a, B: Backing> Frame<'a, B> {
     /// A private copy of the payload.
     pub fn to_vec(&self) -> Vec<u8> {
         self.bytes().to_vec()
+    }
+
+    /// This frame as a [`Lease`]: `Send + 'static`, released wherever and
+    /// whenever it is dropped. `Err` hands the frame back when the
+    /// consumer's lease limit is reached (copy it out, or drop it);
+    /// [`Consumer::recv_lease_timeout`] says so before receiving instead.
+    pub fn into_lease(self) -> Result<Lease<B>, Frame<'a, B>> {
+        match self.consumer.lease_table().admit() {
+            Ok(()) => Ok(self.into_admitted_lease()),
+            Err(_) => Err(self),
+        }
+    }
+
+    /// As `into_lease`, the lease already counted.
+    pub(crate) fn into_admitted_lease(self) -> Lease<B> {
+        let frame = std::mem::ManuallyDrop::new(self);
+        let record = Received {
+            position: frame.position,
+            len: frame.len,
+            kind: frame.kind,
+            flags: frame.flags,
+            producer: frame.producer,
+            sequence: frame.sequence,
+            late: frame.late,
+        };
+        // The frame's release (its `Drop`, skipped here) becomes the lease's.
+        Lease::new(frame.consumer.lease_table().clone(), frame.consumer.backing().clone(), frame.data, record)
     }
 }
 

@@ -67,7 +67,10 @@
 //! - hand the region on without a copy and without a reference:
 //!   [`SharedBytes::as_ptr`] and [`len`](SharedBytes::len) (`vmsplice`,
 //!   buffer protocols);
-//! - trust the producers: `unsafe` [`SharedBytes::as_slice`].
+//! - trust the producers: `unsafe` [`SharedBytes::as_slice`];
+//! - keep it past the consumer's borrow, or let it go on another thread
+//!   (a GStreamer buffer, a numpy array): [`Frame::into_lease`] gives a
+//!   `Send + 'static` [`Lease`], capped by [`Consumer::set_lease_limit`].
 //!
 //! Receiving and dropping a frame reads none of its payload, so it costs
 //! the same whichever way the payload is read.
@@ -91,11 +94,11 @@
 //!
 //! Modules, one concept each: [`layout`] (the shared contract), `segment`
 //! (memfd, seals, double mapping), `producer` and `consumer` (the protocol),
-//! `frame` (what the consumer hands out), `claims` (this process's
-//! claims), `signal` (waiter flags and futex words), `stall` (records held
-//! by live producers), `recovery` (owners of stalled records, dead
-//! producers, corrupt records), [`liveness`], [`stats`], `name`, and
-//! `rendezvous` (attach by name).
+//! `frame` (what the consumer hands out), `lease` (frames released on any
+//! thread), `claims` (this process's claims), `signal` (waiter flags and
+//! futex words), `stall` (records held by live producers), `recovery`
+//! (owners of stalled records, dead producers, corrupt records),
+//! [`liveness`], [`stats`], `name`, and `rendezvous` (attach by name).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -108,6 +111,7 @@ mod consumer;
 mod error;
 mod frame;
 pub mod layout;
+mod lease;
 pub mod leftovers;
 pub mod liveness;
 mod name;
@@ -135,6 +139,7 @@ pub use backing::Backing;
 pub use consumer::{Consumer, DEFAULT_SPIN_LIMIT};
 pub use error::{Error, Result};
 pub use frame::{Frame, SharedBytes};
+pub use lease::{Lease, DEFAULT_LEASE_LIMIT};
 pub use liveness::{liveness_pair, Liveness, ProducerLiveness, ProducerWatch};
 pub use name::{runtime_dir, socket_path, validate as validate_name};
 pub use producer::{FullPolicy, Producer, Reservation};

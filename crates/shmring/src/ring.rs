@@ -395,6 +395,16 @@ impl MappedRing {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// A snapshot of the ring's counters.
+    pub fn stats(&self) -> crate::Stats {
+        crate::Stats::read(self.header(), self.geometry())
+    }
+
+    /// Faults in this mapping (see [`Producer::prefault`]).
+    pub fn prefault(&self) -> Result<()> {
+        self.mapping.populate()
+    }
 }
 
 /// A named ring held open with no consumer attached: what `shmring create`
@@ -495,7 +505,14 @@ impl Producer<MappedRing> {
     /// first frames written do not pay page faults (a 256 MiB ring is
     /// 65,536 of them). Needs Linux 5.14 or later.
     pub fn prefault(&self) -> Result<()> {
-        self.backing().mapping.populate()
+        self.backing().prefault()
+    }
+
+    /// The mapping this producer writes through, shared with its clones:
+    /// what a handle of several producers asks about the ring (geometry,
+    /// counters, prefault) without using any of them.
+    pub fn ring(&self) -> &Arc<MappedRing> {
+        self.backing()
     }
 
     /// Attaches from descriptors named by `spec` (see [`RingFds::from_spec`]).

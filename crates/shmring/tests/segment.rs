@@ -202,3 +202,15 @@ fn producer_can_prefault_its_mapping_without_changing_the_ring() {
     assert_eq!(consumer.recv().unwrap().to_vec(), b"before");
     assert_eq!(consumer.recv().unwrap().to_vec(), b"after");
 }
+
+#[test]
+fn a_lease_keeps_the_ring_mapped_after_its_consumer_and_producers_are_gone() {
+    let consumer = Consumer::create_anonymous(&options(1 << 20)).unwrap();
+    let mut producer = consumer.producer().unwrap();
+    producer.send(3, &[0x5a; 100_000]).unwrap();
+    let lease = consumer.recv().unwrap().into_lease().unwrap();
+    drop(producer);
+    drop(consumer);
+    let copy = std::thread::spawn(move || lease.bytes().to_vec()).join().unwrap();
+    assert_eq!(copy, [0x5a; 100_000]);
+}

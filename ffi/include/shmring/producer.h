@@ -93,7 +93,8 @@ class AudioSlot {
 
   Status status() const { return slot_->status(); }
   bool ok() const { return status() == Status::Ok; }
-  // Channel `c` of an f32 planar chunk (frame_count floats), or nullptr.
+  // Channel `c` of an f32 planar chunk (frame_count floats), or nullptr
+  // (past the last channel, or a chunk of no samples).
   float* channel(uint32_t c) const { return slot_->channel_f32(c); }
   // The interleaved samples of an s16 chunk, or nullptr.
   int16_t* interleaved() const { return slot_->samples_s16(); }
@@ -113,7 +114,8 @@ class Producer {
     return Producer(ffi::attach_spec(
         rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t*>(spec.data()), spec.size())));
   }
-  // Attaches from three descriptors, taking ownership of them.
+  // Attaches from three descriptors, taking ownership of them. The same
+  // descriptor passed twice is refused (AttachFailed) and closed once.
   static Producer AttachFds(int memfd, int data_sem, int space_sem) {
     return Producer(ffi::attach_fds(memfd, data_sem, space_sem));
   }
@@ -130,6 +132,8 @@ class Producer {
 
   Status status() const { return handle_->status(); }
   bool ok() const { return status() == Status::Ok; }
+  // These three concern the handle, not a frame: they use no lane, so they
+  // answer (and count no drop) while other threads hold every lane.
   uint64_t max_payload() const { return handle_->max_payload(); }
   // Faults in this process's mapping of the ring (Linux 5.14+), so the
   // first lap of frames pays no page faults. Call once after attaching,
@@ -180,8 +184,12 @@ class Producer {
     planar.sample_format = SHMRING_SAMPLE_F32_PLANAR;
     AudioSlot slot = ReserveAudio(planar);
     if (!slot.ok()) return slot.status();
-    for (uint32_t c = 0; c < desc.channels; ++c) {
-      std::memcpy(slot.channel(c), channels[c], sizeof(float) * desc.frame_count);
+    // An empty chunk has no sample storage (channel() is null), and
+    // memcpy's pointers must not be null even for zero bytes.
+    if (desc.frame_count != 0) {
+      for (uint32_t c = 0; c < desc.channels; ++c) {
+        std::memcpy(slot.channel(c), channels[c], sizeof(float) * desc.frame_count);
+      }
     }
     return slot.Commit();
   }

@@ -248,11 +248,14 @@ pub fn run(args: &Args) -> serde_json::Value {
     }
     let bridge = BridgeChild::start_with(&consumer, args, &bridge_args);
     let other_bridge = args.compare_bridge.as_ref().map(|path| BridgeChild::start_binary(&consumer, path));
-    let memcpy = memcpy_per_frame();
+    let mut memcpy = memcpy_per_frame();
     let (pwrite, pread) = file_copies_per_frame(&profiles);
     let huge_copies = huge.as_ref().ok().map(|h| file_copies_per_frame(&h.0));
     let seconds = args.chromium_seconds;
-    println!("\nchromium lanes: 1080p30 camera, then microphone, {seconds} s each, back to back ...");
+    let rounds = args.rounds.max(1);
+    println!(
+        "\nchromium lanes: 1080p30 camera, then microphone, {seconds} s each, back to back, {rounds} round(s) ..."
+    );
     let ms = |d: Duration, n: u64| d.as_secs_f64() * 1e3 / n.max(1) as f64;
     let mut rows = Vec::new();
     let mut baseline: Option<f64> = None;
@@ -260,7 +263,19 @@ pub fn run(args: &Args) -> serde_json::Value {
         "  {:<13} {:<6} {:>7} {:>22} {:>24}  lane",
         "lane", "track", "per s", "Chromium ms per frame", "bridge ms per frame"
     );
-    for phase in &PHASES {
+    // Each round measures every phase once, its ratios against its own
+    // capture-only runs and its own memcpy: load that comes and goes on a
+    // shared machine then moves a round, not one lane against another.
+    let phases = (0..rounds).flat_map(|round| PHASES.iter().map(move |phase| (round, phase)));
+    let mut last_round = usize::MAX;
+    for (round, phase) in phases {
+        if round != last_round {
+            if round > 0 {
+                memcpy = memcpy_per_frame();
+            }
+            last_round = round;
+            baseline = None;
+        }
         let name = format!(
             "{}{}{}",
             phase.lane,
@@ -309,6 +324,9 @@ pub fn run(args: &Args) -> serde_json::Value {
             measured.lane_line.split_once(" lane ").map_or("", |(_, l)| l).trim_end_matches('"'),
         );
         rows.push(json!({
+            "round": round,
+            "name": name,
+            "memcpy_ms": memcpy.as_secs_f64() * 1e3,
             "lane": phase.lane,
             "kind": phase.kind,
             "huge_pages": phase.huge,
@@ -322,6 +340,21 @@ pub fn run(args: &Args) -> serde_json::Value {
             "bridge_vs_memcpy_of_a_1080p_frame": vs_memcpy,
             "page_lane": measured.lane_line,
         }));
+    }
+    let summary = medians(&rows);
+    if rounds > 1 {
+        println!("  median of {rounds} rounds (ratios taken within each round):");
+        for row in &summary {
+            println!(
+                "  {:<17} {:<6} {:>12.2} ({:>4.2}x cap) {:>12.3} ({:>5.2}x cpy)",
+                row["name"].as_str().unwrap_or(""),
+                row["kind"].as_str().unwrap_or(""),
+                row["chromium_cpu_ms_per_frame"].as_f64().unwrap_or(f64::NAN),
+                row["chromium_vs_capture_only"].as_f64().unwrap_or(f64::NAN),
+                row["bridge_cpu_ms_per_frame"].as_f64().unwrap_or(f64::NAN),
+                row["bridge_vs_memcpy_of_a_1080p_frame"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
     }
     let per = |d: Duration| d.as_secs_f64() * 1e3;
     println!("  one 1080p frame (3,110,528 bytes) in this process, out of cache:");
@@ -355,6 +388,48 @@ pub fn run(args: &Args) -> serde_json::Value {
         "huge_tmpfs_pwrite_ms_per_1080p_frame": huge_copies.map(|(w, _)| per(w)),
         "huge_tmpfs_pread_ms_per_1080p_frame": huge_copies.map(|(_, r)| per(r)),
         "phases": rows,
+        "medians": summary,
         "bridge_stats": bridge_stats,
     })
+}
+
+/// Per phase (by name and track), the median over rounds of each figure.
+fn medians(rows: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    const FIGURES: [&str; 5] = [
+        "chromium_cpu_ms_per_frame",
+        "chromium_vs_capture_only",
+        "bridge_cpu_ms_per_frame",
+        "bridge_vs_memcpy_of_a_1080p_frame",
+        "per_second",
+    ];
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for row in rows.iter().filter(|r| r.get("frames").is_some()) {
+        let key = (row["name"].as_str().unwrap_or("").to_string(), row["kind"].as_str().unwrap_or("").to_string());
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys.into_iter()
+        .map(|(name, kind)| {
+            let mut out = serde_json::Map::new();
+            out.insert("name".into(), json!(name));
+            out.insert("kind".into(), json!(kind));
+            for figure in FIGURES {
+                let mut values: Vec<f64> = rows
+                    .iter()
+                    .filter(|r| r["name"] == name.as_str() && r["kind"] == kind.as_str())
+                    .filter_map(|r| r[figure].as_f64())
+                    .collect();
+                values.sort_by(f64::total_cmp);
+                let median = match values.len() {
+                    0 => f64::NAN,
+                    n if n % 2 == 1 => values[n / 2],
+                    n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+                };
+                out.insert(figure.into(), json!(median));
+                out.insert(format!("{figure}_all"), json!(values));
+            }
+            serde_json::Value::Object(out)
+        })
+        .collect()
 }

@@ -68,6 +68,10 @@ struct Args {
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bridge-load.json")]
     json: PathBuf,
+    /// Rounds of the browser's lanes (each lane once per round; medians
+    /// printed when more than one).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Measure the browser's lanes only (no many-connection load run).
     #[arg(long)]
     skip_load: bool,
