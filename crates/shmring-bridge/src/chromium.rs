@@ -5,11 +5,14 @@
 //! Chromium's log, which is kept for diagnostics.
 
 use std::fs::{self, File};
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -35,6 +38,68 @@ pub const FLAGS: &[&str] = &[
     "--enable-logging=stderr",
     "--v=0",
 ];
+
+/// Lets WebRTC gather 127.0.0.1 host candidates (Chromium gathers none by
+/// default), so a meeting page whose peers keep to them never leaves the
+/// loopback interface.
+pub const LOOPBACK_WEBRTC: &str = "--allow-loopback-in-peer-connection";
+
+/// Serves fixed pages (`(path, html)`) over plain HTTP on an ephemeral
+/// loopback port until dropped: a test's own pages, that know nothing of
+/// the bridge.
+pub struct PageServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl PageServer {
+    pub fn start(pages: &'static [(&'static str, &'static str)]) -> io::Result<PageServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    let _ = serve_page(stream, pages);
+                }
+            }
+        });
+        Ok(PageServer { addr, stop })
+    }
+
+    /// The URL of `page` with `query`.
+    pub fn url(&self, page: &str, query: &str) -> String {
+        format!("http://{}{page}?{query}", self.addr)
+    }
+}
+
+impl Drop for PageServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr); // wakes the accept loop
+    }
+}
+
+fn serve_page(mut stream: TcpStream, pages: &[(&str, &str)]) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut request = String::new();
+    BufReader::new(&stream).read_line(&mut request)?;
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let path = path.split('?').next().unwrap_or(path);
+    let (status, body) = match pages.iter().find(|(name, _)| *name == path) {
+        Some((_, body)) => ("200 OK", *body),
+        None => ("404 Not Found", ""),
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
 
 /// The browser binary: `$CHROMIUM` if set, else the first of `chromium`,
 /// `chromium-browser`, `google-chrome` found on `PATH`.
