@@ -18,6 +18,9 @@ pub struct Counters {
     /// Frames copied because their planes are not where GStreamer expects
     /// them and downstream cannot read a `VideoMeta`.
     pub copied_layout: AtomicU64,
+    /// In-place buffers that carry a `VideoMeta` (strides or plane offsets
+    /// not GStreamer's defaults).
+    pub video_meta: AtomicU64,
     /// Frames missing from the stream's numbering (dropped upstream).
     pub missing: AtomicU64,
     /// Buffers flagged `DISCONT`.
@@ -46,12 +49,13 @@ impl Counters {
     }
 
     /// Every counter with its name in `stats`.
-    fn named(&self) -> [(&'static str, &AtomicU64); 12] {
+    fn named(&self) -> [(&'static str, &AtomicU64); 13] {
         [
             ("buffers", &self.buffers),
             ("in-place", &self.in_place),
             ("copied-held", &self.copied_held),
             ("copied-layout", &self.copied_layout),
+            ("video-meta", &self.video_meta),
             ("missing", &self.missing),
             ("discont", &self.discont),
             ("before-start", &self.before_start),

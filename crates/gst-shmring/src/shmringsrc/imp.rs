@@ -253,19 +253,19 @@ impl BaseSrcImpl for ShmringSrc {
         let selector = Selector::parse(&settings.stream);
         let mut ring = match (&settings.ring, &settings.fd_spec) {
             (Some(name), None) => RingStream::connect(name, settings.kind, selector)
-                .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["ring {name:?}: {e}"]))?,
+                .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("ring {name:?}: {e}")))?,
             (None, Some(spec)) => {
                 let fds = self.fds_for(spec)?;
                 RingStream::attach(fds, settings.kind, selector)
-                    .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["ring of fd-spec {spec:?}: {e}"]))?
+                    .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("ring of fd-spec {spec:?}: {e}")))?
             }
             (Some(_), Some(_)) => {
-                return Err(gst::error_msg!(gst::ResourceError::Settings, ["set ring or fd-spec, not both"]));
+                return Err(gst::error_msg!(gst::ResourceError::Settings, ("set ring or fd-spec, not both")));
             }
             (None, None) => {
                 return Err(gst::error_msg!(
                     gst::ResourceError::NotFound,
-                    ["no ring to read: set ring (a ring's name) or fd-spec (inherited descriptors)"]
+                    ("no ring to read: set ring (a ring's name) or fd-spec (inherited descriptors)")
                 ));
             }
         };
@@ -380,7 +380,7 @@ impl ShmringSrc {
     /// duplicated for the later ones.
     fn fds_for(&self, spec: &str) -> Result<RingFds, gst::ErrorMessage> {
         let mut taken = lock(&self.taken_fds);
-        let failed = |e: shmring::Error| gst::error_msg!(gst::ResourceError::OpenRead, ["fd-spec {spec:?}: {e}"]);
+        let failed = |e: shmring::Error| gst::error_msg!(gst::ResourceError::OpenRead, ("fd-spec {spec:?}: {e}"));
         if let Some((taken_spec, fds)) = taken.as_ref() {
             if taken_spec == spec {
                 return fds.try_clone().map_err(failed);
@@ -418,19 +418,25 @@ impl ShmringSrc {
                 gst::element_imp_error!(
                     self,
                     gst::ResourceError::Read,
-                    ["no frame of {} for {:.3} s (timeout)", streaming.ring.describe(), settings.timeout as f64 / 1e9]
+                    ("no frame of {} for {:.3} s (timeout)", streaming.ring.describe(), settings.timeout as f64 / 1e9),
+                    ["set timeout=0 to wait for ever"]
                 );
                 return Err(gst::FlowError::Error);
             }
             let waited = streaming.ring.wait(WAIT_SLICE, settings.eos_when_producers_leave, &self.counters);
             match waited {
                 Err(text) => {
-                    gst::element_imp_error!(self, gst::ResourceError::Read, ["{text}"]);
+                    gst::element_imp_error!(self, gst::ResourceError::Read, ("{text}"), ["the ring stops this stream"]);
                     return Err(gst::FlowError::Error);
                 }
                 Ok(Waited::Nothing) => continue,
                 Ok(Waited::Corrupt(text)) => {
-                    gst::element_imp_warning!(self, gst::StreamError::Decode, ["{text}"]);
+                    gst::element_imp_warning!(
+                        self,
+                        gst::StreamError::Decode,
+                        ("{text}"),
+                        ["the record was counted and stepped over"]
+                    );
                     continue;
                 }
                 Ok(Waited::ProducersLeft) => {
@@ -486,7 +492,12 @@ impl ShmringSrc {
         fps: gst::Fraction,
     ) -> Result<(), gst::FlowError> {
         let not_negotiated = |what: String| {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["{what}"]);
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("{what}"),
+                ["caps from the frame's media header"]
+            );
             gst::FlowError::NotNegotiated
         };
         let (caps, info, frame_duration) = match shape {

@@ -167,6 +167,7 @@ pub fn in_place(
                 let buffer = buffer.get_mut().expect("a new buffer is writable");
                 buffer.append_memory(wrap(lease, video.range()));
                 if !default {
+                    Counters::bump(&counters.video_meta);
                     gst_video::VideoMeta::add_full(
                         buffer,
                         gst_video::VideoFrameFlags::empty(),
