@@ -243,6 +243,7 @@ results=()
 failed=0
 report() {  # STATUS TARGET DETAIL
   results+=("$(printf '%-13s %s%s' "$1" "$2" "${3:+  $3}")")
+  say "${results[-1]}"
   [[ "$1" == FAIL ]] && failed=1
   return 0
 }
