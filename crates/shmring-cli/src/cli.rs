@@ -56,6 +56,8 @@ pub enum Command {
     Bridge(BridgeArgs),
     /// Start Chromium with a ring's descriptors inherited (`--shmring-fds`), and consume it.
     Chromium(ChromiumArgs),
+    /// Exec a browser with a named ring's descriptors at 5 and above: an `executablePath` for Playwright or Puppeteer.
+    ChromiumExec(ChromiumExecArgs),
     /// Compare shmring with loopback WebSocket, Unix socket and TCP (see `shmring bench --help`).
     #[command(disable_help_flag = true)]
     Bench(BenchArgs),
@@ -179,6 +181,19 @@ pub struct CatArgs {
     /// Frame rate written into the printed ffmpeg arguments.
     #[arg(long, default_value_t = 30)]
     pub fps: u32,
+    #[command(flatten)]
+    pub stuck: StuckProducers,
+}
+
+/// What a consumer command does about a producer that holds a claim.
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct StuckProducers {
+    /// SIGKILL a producer that holds a claim past the ring's stall timeout
+    /// while alive (same user, same pid namespace), and skip its record
+    /// once it is dead. Without it, such a producer is reported and its
+    /// record waited for.
+    #[arg(long)]
+    pub kill_stuck_producers: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -231,6 +246,8 @@ pub struct RecordArgs {
     /// Keep recording when every producer has left (until --seconds or Ctrl-C).
     #[arg(long)]
     pub keep_going: bool,
+    #[command(flatten)]
+    pub stuck: StuckProducers,
 }
 
 #[derive(Debug, Args)]
@@ -368,6 +385,29 @@ pub struct ChromiumArgs {
     /// Arguments passed to the browser (after `--`).
     #[arg(last = true)]
     pub browser_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Playwright: `shmring chromium-exec --ring bot-17 --write-wrapper /tmp/chromium-bot-17`, \
+then chromium.launch({ executablePath: '/tmp/chromium-bot-17' }). The ring must exist (`shmring create` or \
+`shmring record --create`).")]
+pub struct ChromiumExecArgs {
+    /// The ring to attach to (default: the SHMRING_RING environment variable).
+    #[arg(long)]
+    pub ring: Option<String>,
+    /// The browser to exec.
+    #[arg(long, default_value = "/usr/bin/chromium")]
+    pub browser: PathBuf,
+    /// Write an executable script at this path that runs this command for
+    /// the ring and browser given (what a driver takes as executablePath), and exit.
+    #[arg(long)]
+    pub write_wrapper: Option<PathBuf>,
+    /// Report whether the program this pid runs knows the switch (the watcher started before the exec).
+    #[arg(long, hide = true)]
+    pub report_switch_of: Option<u32>,
+    /// The browser's arguments (after `--`), as the driver passes them.
+    #[arg(last = true)]
+    pub browser_args: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

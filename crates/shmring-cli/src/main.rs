@@ -9,6 +9,7 @@ mod bridge;
 mod capture;
 mod cat;
 mod chromium;
+mod chromium_exec;
 mod cli;
 mod demo;
 mod encoder;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         Command::Microphone(args) => capture::microphone(args),
         Command::Bridge(args) => bridge::serve(args),
         Command::Chromium(args) => chromium::launch(args),
+        Command::ChromiumExec(args) => chromium_exec::run(args),
         Command::Bench(args) => return bench(args.args),
     };
     match result {

@@ -44,6 +44,9 @@ pub enum Error {
     PermissionDenied { reason: String },
     /// A descriptor spec (`SHMRING_FD`, `--shmring-fd`) could not be parsed.
     BadDescriptorSpec { spec: String, reason: &'static str },
+    /// The consumer holds as many leases as its limit allows: drop some,
+    /// copy frames out instead, or raise the limit.
+    TooManyHeld { held: usize, limit: usize },
     /// An operating-system call failed.
     Os { op: &'static str, source: io::Error },
 }
@@ -105,6 +108,9 @@ impl fmt::Display for Error {
                 f,
                 "bad descriptor spec {spec:?}: {reason} (expected MEMFD or MEMFD:DATA_SEM:SPACE_SEM)"
             ),
+            Error::TooManyHeld { held, limit } => {
+                write!(f, "{held} leases held, the limit is {limit}: drop some or copy frames out")
+            }
             Error::Os { op, source } => write!(f, "{op} failed: {source}"),
         }
     }

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use crate::backing::Backing;
 use crate::consumer::Consumer;
+use crate::lease::Lease;
 
 /// One record, received in place from the ring. Its space is freed when
 /// the frame is dropped (and every older frame too: space is reused in
@@ -68,6 +69,7 @@ pub struct Frame<'a, B: Backing> {
     flags: u32,
     producer: u32,
     sequence: u64,
+    late: bool,
 }
 
 /// The header fields of a received record, as the consumer checked them.
@@ -78,14 +80,23 @@ pub(crate) struct Received {
     pub flags: u32,
     pub producer: u32,
     pub sequence: u64,
+    /// Committed after the consumer stepped around it.
+    pub late: bool,
 }
 
 impl<'a, B: Backing> Frame<'a, B> {
     /// A frame for a record `consumer` has handed out (and will release
     /// when the frame drops).
     pub(crate) fn new(consumer: &'a Consumer<B>, data: *const u8, record: Received) -> Self {
-        let Received { position, len, kind, flags, producer, sequence } = record;
-        Frame { consumer, position, data, len, kind, flags, producer, sequence }
+        let Received { position, len, kind, flags, producer, sequence, late } = record;
+        Frame { consumer, position, data, len, kind, flags, producer, sequence, late }
+    }
+
+    /// Whether its producer committed it late: it held the record past
+    /// the stall timeout, alive, so the consumer stepped around it and may
+    /// have delivered records after it first.
+    pub fn is_late(&self) -> bool {
+        self.late
     }
 
     /// The record kind the producer set.
@@ -129,6 +140,33 @@ impl<'a, B: Backing> Frame<'a, B> {
     /// A private copy of the payload.
     pub fn to_vec(&self) -> Vec<u8> {
         self.bytes().to_vec()
+    }
+
+    /// This frame as a [`Lease`]: `Send + 'static`, released wherever and
+    /// whenever it is dropped. `Err` hands the frame back when the
+    /// consumer's lease limit is reached (copy it out, or drop it);
+    /// [`Consumer::recv_lease_timeout`] says so before receiving instead.
+    pub fn into_lease(self) -> Result<Lease<B>, Frame<'a, B>> {
+        match self.consumer.lease_table().admit() {
+            Ok(()) => Ok(self.into_admitted_lease()),
+            Err(_) => Err(self),
+        }
+    }
+
+    /// As `into_lease`, the lease already counted.
+    pub(crate) fn into_admitted_lease(self) -> Lease<B> {
+        let frame = std::mem::ManuallyDrop::new(self);
+        let record = Received {
+            position: frame.position,
+            len: frame.len,
+            kind: frame.kind,
+            flags: frame.flags,
+            producer: frame.producer,
+            sequence: frame.sequence,
+            late: frame.late,
+        };
+        // The frame's release (its `Drop`, skipped here) becomes the lease's.
+        Lease::new(frame.consumer.lease_table().clone(), frame.consumer.backing().clone(), frame.data, record)
     }
 }
 
