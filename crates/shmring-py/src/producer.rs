@@ -201,7 +201,7 @@ impl Producer {
         reservation.set_flags(flags);
         let data = reservation.as_mut_ptr();
         Ok(Reservation {
-            open: Mutex::new(Open { reservation: Some(reservation), exports: 0, data }),
+            open: Mutex::new(Open { reservation: Some(reservation), exports: 0, data, kind, flags }),
             producer: slf.clone().unbind(),
             len,
         })
@@ -305,6 +305,9 @@ struct Open {
     exports: usize,
     /// Where the reserved bytes start.
     data: *mut u8,
+    /// What was set on the reservation, to read back.
+    kind: u32,
+    flags: u32,
 }
 
 // SAFETY: `data` points into the reservation (exclusively ours until it is
@@ -384,16 +387,30 @@ impl Reservation {
     }
 
     /// The record kind the consumer will see.
+    #[getter]
+    fn get_kind(&self) -> u32 {
+        self.open().kind
+    }
+
     #[setter]
     fn set_kind(&self, kind: u32) -> PyResult<()> {
-        self.open().reservation.as_mut().ok_or_else(finished)?.set_kind(kind);
+        let mut open = self.open();
+        open.reservation.as_mut().ok_or_else(finished)?.set_kind(kind);
+        open.kind = kind;
         Ok(())
     }
 
     /// Application flags carried with the record.
+    #[getter]
+    fn get_flags(&self) -> u32 {
+        self.open().flags
+    }
+
     #[setter]
     fn set_flags(&self, flags: u32) -> PyResult<()> {
-        self.open().reservation.as_mut().ok_or_else(finished)?.set_flags(flags);
+        let mut open = self.open();
+        open.reservation.as_mut().ok_or_else(finished)?.set_flags(flags);
+        open.flags = flags;
         Ok(())
     }
 
