@@ -6,7 +6,11 @@
 #   pkg-config
 #   chromium          the browser bridge's and the launcher's tests
 #   ffmpeg            the encoder (ffmpeg, ffprobe)
-shmring_packages=(libclang-dev clang libclang-rt-dev pkg-config chromium ffmpeg)
+#   nodejs            the bot driver (examples/bot, playwright-core); npm is
+#                     installed too where the nodejs package lacks it
+#   python3-pip       when python3 has no pip: the bot benchmark's Python
+#                     receiver (websockets from PyPI)
+shmring_packages=(libclang-dev clang libclang-rt-dev pkg-config chromium ffmpeg nodejs)
 
 install_missing_packages() {
   local missing=() p
@@ -19,4 +23,14 @@ install_missing_packages() {
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Debian's nodejs comes without npm (other builds of nodejs bundle it).
+install_npm_if_missing() {
+  command -v npm >/dev/null 2>&1 || install_missing_packages npm
+}
+
+# pip for the python3 on PATH (Debian's needs python3-pip).
+install_pip_if_missing() {
+  python3 -m pip --version >/dev/null 2>&1 || install_missing_packages python3-pip
 }

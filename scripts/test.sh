@@ -11,6 +11,15 @@ step() { printf '\n== %s\n' "$*"; }
 # shellcheck source=scripts/deps.sh
 source scripts/deps.sh
 install_missing_packages "${shmring_packages[@]}"
+install_npm_if_missing
+install_pip_if_missing
+
+# The bot driver's browser automation (playwright-core, which downloads no
+# browser: it drives Debian's Chromium) and the Python WebSocket receiver of
+# the bot benchmark's baseline, pinned.
+step "npm ci (examples/bot) and pip install (examples/websocket_receiver)"
+npm ci --prefix examples/bot --no-audit --no-fund
+python3 -m pip install --quiet --disable-pip-version-check --break-system-packages -r examples/websocket_receiver/requirements.txt
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

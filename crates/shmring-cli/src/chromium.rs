@@ -1,6 +1,7 @@
 //! `shmring chromium`: the launcher for a Chromium built with the patch
 //! series in `chromium-patch/`. It creates a ring, starts the browser with
-//! the ring's descriptors inherited and `--shmring-fds=MEMFD:DATA:SPACE`,
+//! the ring's segment inherited and `--shmring-fds=MEMFD:MEMFD:MEMFD` (the
+//! series' three places, from when the ring had two semaphores besides),
 //! and consumes what the renderers write (recording it with `-o`).
 //!
 //! A stock Chromium ignores switches it does not know, silently. So the
@@ -28,6 +29,14 @@ use crate::process;
 /// The switch the patched browser takes (`switches::kShmringFds`).
 pub const SWITCH: &str = "shmring-fds";
 
+/// `--shmring-fds=...` for the ring's inherited segment `memfd`. The patch
+/// series takes three descriptors (segment and two semaphores); the ring
+/// has only the segment now (its signalling words are inside), so it goes
+/// in all three places and the renderer closes the two extra copies.
+pub fn switch_for(memfd: &str) -> String {
+    format!("--{SWITCH}={memfd}:{memfd}:{memfd}")
+}
+
 /// The runtime feature that exposes the JS API in a patched build.
 pub const BLINK_FEATURE: &str = "Shmring";
 
@@ -37,6 +46,30 @@ pub enum Support {
     Known(PathBuf),
     Unknown(PathBuf),
     Undetermined(String),
+}
+
+impl Support {
+    /// What the launchers print about it (a warning for a stock build).
+    pub fn describe(&self, ring: &str) -> String {
+        match self {
+            Support::Unknown(exe) => format!(
+                "warning: {} does not contain the switch --{SWITCH}: a stock build, which ignores it, so no \
+                 renderer will write into the ring; {}",
+                exe.display(),
+                stock_hint(ring)
+            ),
+            Support::Known(exe) => format!("{} knows --{SWITCH}", exe.display()),
+            Support::Undetermined(why) => format!("cannot tell whether the browser knows --{SWITCH}: {why}"),
+        }
+    }
+}
+
+/// What to do instead with a stock browser.
+fn stock_hint(ring: &str) -> String {
+    format!(
+        "build Chromium with the patches in chromium-patch/, or use the browser bridge, which works with stock \
+         Chromium: `shmring bridge {ring}` and the JS client in crates/shmring-bridge/js/"
+    )
 }
 
 /// Finds the program process `pid` runs once it has left any wrapper
@@ -91,7 +124,7 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
     let consumer = Consumer::create(&name, &ring_options(&args.shape)).map_err(|e| Failure::ring(&name, e))?;
     let _server = consumer.serve(AccessPolicy::default()).map_err(|e| Failure::ring(&name, e))?;
     let inherited = consumer.fds().inheritable().map_err(|e| Failure::ring(&name, e))?;
-    let switch = format!("--{SWITCH}={}", inherited.spec());
+    let switch = switch_for(inherited.spec());
     // Whatever the browser leaves behind (crash handler, zygote children)
     // is reparented to us, so that we can stop and reap it.
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
@@ -115,19 +148,8 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
     let pid = child.id();
     eprintln!("chromium: started {} (pid {pid}) with {switch}, ring {name}", args.browser.display());
     let support = switch_support(pid);
-    let stock_hint = format!(
-        "build Chromium with the patches in chromium-patch/, or use the browser bridge, which works with stock \
-         Chromium: `shmring bridge {name}` and the JS client in crates/shmring-bridge/js/"
-    );
-    match &support {
-        Support::Unknown(exe) => eprintln!(
-            "chromium: warning: {} does not contain the switch --{SWITCH}: a stock build, which ignores it, so no \
-             renderer will write into the ring; {stock_hint}",
-            exe.display()
-        ),
-        Support::Known(exe) => eprintln!("chromium: {} knows --{SWITCH}", exe.display()),
-        Support::Undetermined(why) => eprintln!("chromium: cannot tell whether the browser knows --{SWITCH}: {why}"),
-    }
+    let stock_hint = stock_hint(&name);
+    eprintln!("chromium: {}", support.describe(&name));
     let interrupted = interrupt_flag()?;
     let stop_browser = || {
         let _ = process::kill(pid, libc::SIGTERM);
@@ -193,17 +215,7 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
     };
     let outcome = match &args.output {
         Some(output) => {
-            let config = EncoderConfig {
-                output: output.clone(),
-                fps: 30,
-                video_stream: None,
-                audio_stream: None,
-                ffmpeg: PathBuf::from("ffmpeg"),
-                preset: "ultrafast".to_string(),
-                splice: true,
-                finish_timeout: Duration::from_secs(60),
-                stall_timeout: Duration::from_secs(10),
-            };
+            let config = EncoderConfig::new(output.clone());
             let watch = BrowserWatch { pid, interrupted: &interrupted };
             let report = Encoder::new(&consumer, config).run(&stop, |p| {
                 watch.check();

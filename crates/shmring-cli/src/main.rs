@@ -9,6 +9,7 @@ mod bridge;
 mod capture;
 mod cat;
 mod chromium;
+mod chromium_exec;
 mod cli;
 mod demo;
 mod encoder;
@@ -16,8 +17,10 @@ mod failure;
 mod host;
 mod probe;
 mod process;
+mod record;
 mod size;
 mod stat;
+mod stream_table;
 
 use std::process::ExitCode;
 
@@ -36,12 +39,13 @@ fn main() -> ExitCode {
         Command::Stat(args) => stat::stat(args),
         Command::Top(args) => stat::top(args),
         Command::Cat(args) => cat::cat(args),
-        Command::Record(args) => encoder::record(args),
+        Command::Record(args) => record::record(args),
         Command::Demo(args) => demo::demo(args),
         Command::Camera(args) => capture::camera(args),
         Command::Microphone(args) => capture::microphone(args),
         Command::Bridge(args) => bridge::serve(args),
         Command::Chromium(args) => chromium::launch(args),
+        Command::ChromiumExec(args) => chromium_exec::run(args),
         Command::Bench(args) => return bench(args.args),
     };
     match result {
