@@ -52,7 +52,8 @@ pub struct Consumer {
     /// The lease limit last set (the consumer keeps it; this says it).
     max_frames: AtomicUsize,
     name: String,
-    fds: (i32, i32, i32),
+    /// The segment's descriptor (the consumer's own).
+    memfd: i32,
     capacity: u64,
     max_payload: u64,
 }
@@ -71,11 +72,11 @@ impl Consumer {
         consumer.set_lease_limit(max_frames);
         let fds = consumer.fds();
         let view = RingView::open(&fds.memfd).or_raise()?;
-        let raw = (fds.memfd.as_raw_fd(), fds.data_available.as_raw_fd(), fds.space_available.as_raw_fd());
+        let memfd = fds.memfd.as_raw_fd();
         let geometry = *consumer.geometry();
         Ok(Consumer {
             name: consumer.name().to_string(),
-            fds: raw,
+            memfd,
             capacity: geometry.capacity,
             max_payload: geometry.max_payload,
             view,
@@ -184,7 +185,7 @@ impl Consumer {
     }
 
     /// Becomes the consumer of the ring whose descriptors this process
-    /// inherited: `spec` is "MEMFD:DATA_SEM:SPACE_SEM" (or "MEMFD"), by
+    /// inherited: `spec` is "MEMFD" (see `shmring::RingFds::from_spec`), by
     /// default the `SHMRING_FD` environment variable. The descriptors
     /// become the consumer's: they are closed when it closes.
     #[staticmethod]
@@ -296,19 +297,18 @@ impl Consumer {
         self.max_payload
     }
 
-    /// The ring's descriptors (memfd, data semaphore, space semaphore), to
+    /// The ring's descriptors (the memfd: the signalling lives in it), to
     /// hand a child process (`subprocess.Popen(pass_fds=...)`); they stay
     /// this consumer's.
     #[getter]
     fn fds<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, [self.fds.0, self.fds.1, self.fds.2])
+        PyTuple::new(py, [self.memfd])
     }
 
-    /// "MEMFD:DATA_SEM:SPACE_SEM", what a child given `fds` reads from
-    /// `SHMRING_FD`.
+    /// What a child given `fds` reads from `SHMRING_FD`.
     #[getter]
     fn fd_spec(&self) -> String {
-        format!("{}:{}:{}", self.fds.0, self.fds.1, self.fds.2)
+        self.memfd.to_string()
     }
 
     /// Whether `close()` was called.

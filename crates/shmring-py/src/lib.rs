@@ -34,7 +34,8 @@ use pyo3::prelude::*;
 use crate::errors::OrRaise;
 
 /// Takes the descriptors a parent passed this process: `spec` names them
-/// ("MEMFD:DATA_SEM:SPACE_SEM" or "MEMFD"), by default `SHMRING_FD` does.
+/// ("MEMFD", optionally with a liveness token and descriptor), by default
+/// `SHMRING_FD` does.
 /// The Python API says they become the new handle's (closed with it).
 fn inherited_fds(spec: Option<&str>) -> PyResult<shmring::RingFds> {
     match spec {

@@ -163,8 +163,9 @@ impl Producer {
         py.detach(move || Producer::attach_fds(RingFds::request(&name)?)).or_raise()
     }
 
-    /// Attaches from inherited descriptors: `spec` is
-    /// "MEMFD:DATA_SEM:SPACE_SEM", by default `SHMRING_FD`. The descriptors
+    /// Attaches from inherited descriptors: `spec` is "MEMFD" (optionally
+    /// ",token=HEX,live=FD", a liveness pair its launcher made), by default
+    /// `SHMRING_FD`. The descriptors
     /// become the producer's.
     #[staticmethod]
     #[pyo3(signature = (spec = None))]

@@ -1,5 +1,6 @@
 //! A ring's counters as a dict with the fields, names and nesting of
-//! `shmring stat --json`, so a script can read either.
+//! `shmring stat --json`, so a script can read either (the stream table,
+//! which only the command's consumers publish, aside).
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -42,6 +43,10 @@ pub fn stats_dict<'py>(py: Python<'py>, stats: &Stats, geometry: &Geometry) -> P
         ("data_posts", stats.data_posts),
         ("producer_waits", stats.producer_waits),
         ("space_posts", stats.space_posts),
+        ("stalls", stats.stalls),
+        ("stuck", stats.stuck),
+        ("late", stats.late),
+        ("killed", stats.killed),
     ];
     for (name, value) in counters {
         dict.set_item(name, value)?;
@@ -56,8 +61,17 @@ pub fn stats_dict<'py>(py: Python<'py>, stats: &Stats, geometry: &Geometry) -> P
         row.set_item("drops", p.drops)?;
         row.set_item("rejected", p.rejected)?;
         row.set_item("last_claim", p.last_claim)?;
+        row.set_item("unpublished", p.unpublished)?;
         producers.append(row)?;
     }
     dict.set_item("producers", producers)?;
+    // `stat` reads a stream table that the command's own consumers publish
+    // beside the socket; a Python consumer publishes none (its streams are
+    // `Consumer.labels`), and `stat` says so the same way.
+    dict.set_item("streams", py.None())?;
+    dict.set_item(
+        "streams_state",
+        "unknown: no stream table (a Python consumer keeps its streams in Consumer.labels)",
+    )?;
     Ok(dict)
 }

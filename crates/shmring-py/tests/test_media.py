@@ -72,7 +72,8 @@ def test_microphone_chunks_are_read_as_float32_samples_in_place(sandbox):
             chunks += 1
             del frame, samples
         out, _ = finish(mic)
-    assert chunks == tally(out, "microphone")["sent"] >= 90
+    # Every chunk written arrived (a loaded machine may skip late ticks).
+    assert chunks == tally(out, "microphone")["sent"] >= 50
 
 
 def test_announced_labels_name_the_streams(sandbox):
