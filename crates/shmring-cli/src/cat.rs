@@ -31,7 +31,8 @@ pub fn cat(args: CatArgs) -> Outcome {
     let name = &args.name;
     shmring::validate_name(name).map_err(|e| Failure::ring(name, e))?;
     let _span = tracing::info_span!("cat", ring = %name).entered();
-    let consumer = Consumer::connect(name).map_err(|e| Failure::ring(name, e))?;
+    let mut consumer = Consumer::connect(name).map_err(|e| Failure::ring(name, e))?;
+    consumer.set_kill_stuck_producers(args.stuck.kill_stuck_producers);
     let interrupted = interrupt_flag()?;
     let deadline = args.seconds.map(|s| Instant::now() + s);
     // Our own descriptor for stdout: unbuffered, and writev straight from the ring.

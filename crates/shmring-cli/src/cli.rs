@@ -181,6 +181,19 @@ pub struct CatArgs {
     /// Frame rate written into the printed ffmpeg arguments.
     #[arg(long, default_value_t = 30)]
     pub fps: u32,
+    #[command(flatten)]
+    pub stuck: StuckProducers,
+}
+
+/// What a consumer command does about a producer that holds a claim.
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct StuckProducers {
+    /// SIGKILL a producer that holds a claim past the ring's stall timeout
+    /// while alive (same user, same pid namespace), and skip its record
+    /// once it is dead. Without it, such a producer is reported and its
+    /// record waited for.
+    #[arg(long)]
+    pub kill_stuck_producers: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -233,6 +246,8 @@ pub struct RecordArgs {
     /// Keep recording when every producer has left (until --seconds or Ctrl-C).
     #[arg(long)]
     pub keep_going: bool,
+    #[command(flatten)]
+    pub stuck: StuckProducers,
 }
 
 #[derive(Debug, Args)]

@@ -83,6 +83,11 @@ pub fn text(stats: &Stats, geometry: &Geometry) -> String {
     );
     let _ = writeln!(
         out,
+        "stalls      {} claims held past the stall timeout by live producers, {} stuck now, {} delivered late, {} stuck producers killed",
+        stats.stalls, stats.stuck, stats.late, stats.killed
+    );
+    let _ = writeln!(
+        out,
         "signalling  consumer slept {} times ({} wake-ups); producers waited {} times ({} wake-ups)",
         stats.consumer_sleeps, stats.data_posts, stats.producer_waits, stats.space_posts
     );
@@ -118,6 +123,7 @@ pub fn json(stats: &Stats, geometry: &Geometry) -> serde_json::Value {
             serde_json::json!({
                 "slot": p.slot, "pid": p.pid, "frames": p.frames, "bytes": p.bytes,
                 "drops": p.drops, "rejected": p.rejected, "last_claim": p.last_claim,
+                "unpublished": p.unpublished,
             })
         })
         .collect();
@@ -147,6 +153,10 @@ pub fn json(stats: &Stats, geometry: &Geometry) -> serde_json::Value {
         "data_posts": stats.data_posts,
         "producer_waits": stats.producer_waits,
         "space_posts": stats.space_posts,
+        "stalls": stats.stalls,
+        "stuck": stats.stuck,
+        "late": stats.late,
+        "killed": stats.killed,
         "producers": producers,
     })
 }
@@ -168,7 +178,8 @@ pub fn prometheus(stats: &Stats) -> String {
         f64::from(stats.consumer_state == "attached"),
     );
     metric("producers", "gauge", "Producers attached.", stats.producers.len() as f64);
-    let counters: [(&str, &str, u64); 12] = [
+    metric("stuck_records", "gauge", "Records a live producer holds past the stall timeout.", stats.stuck as f64);
+    let counters: [(&str, &str, u64); 15] = [
         ("committed_frames_total", "Records published by producers.", stats.committed_frames),
         ("committed_bytes_total", "Payload bytes published by producers.", stats.committed_bytes),
         ("consumed_frames_total", "Records handed to the consumer.", stats.consumed_frames),
@@ -181,6 +192,9 @@ pub fn prometheus(stats: &Stats) -> String {
         ("consumer_sleeps_total", "Times the consumer slept waiting for data.", stats.consumer_sleeps),
         ("data_posts_total", "Times a producer woke the consumer.", stats.data_posts),
         ("producer_waits_total", "Times a producer slept waiting for space.", stats.producer_waits),
+        ("stalls_total", "Claims live producers held past the stall timeout.", stats.stalls),
+        ("late_records_total", "Records committed after later ones were delivered.", stats.late),
+        ("killed_producers_total", "Stuck producers the consumer killed.", stats.killed),
     ];
     for (name, help, value) in counters {
         metric(name, "counter", help, value as f64);

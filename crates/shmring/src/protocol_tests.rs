@@ -26,15 +26,21 @@ fn ring() -> (Arc<HeapBacking>, Consumer<HeapBacking>, Producer<HeapBacking>) {
     ring_with_stall(250_000)
 }
 
-#[test]
-fn exactly_full_ring_accepts_the_last_byte_and_refuses_one_more() {
-    let (_b, consumer, mut producer) = ring();
+/// Fills the ring to the last byte with records 0..4 of `[i; 960]` (four
+/// records of 1024 - 64 payload bytes are 4096 bytes) and makes the
+/// producer fail, not drop, when full.
+fn fill_exactly(producer: &mut Producer<HeapBacking>) {
     producer.set_full_policy(FullPolicy::Fail);
-    // Four records of 1024 - 64 payload bytes fill 4096 bytes exactly.
     for i in 0..4u8 {
         producer.send(u32::from(i), &[i; 960]).unwrap();
     }
     assert!(matches!(producer.send(9, &[]), Err(Error::Full)));
+}
+
+#[test]
+fn exactly_full_ring_accepts_the_last_byte_and_refuses_one_more() {
+    let (_b, consumer, mut producer) = ring();
+    fill_exactly(&mut producer);
     let frame = consumer.try_recv().unwrap().unwrap();
     assert_eq!(frame.to_vec(), &[0; 960][..]);
     // Still held: no space yet.
@@ -295,18 +301,19 @@ fn two_producer_threads_deliver_everything_in_per_producer_order() {
 #[test]
 fn cloned_producer_has_its_own_slot_and_sequence() {
     let (backing, consumer, mut producer) = ring();
-    // The clone takes the original's identity as recorded in its slot.
-    let original = &backing.header().slots[producer.slot()];
-    original.pid_namespace.store(0x5eed, Ordering::Relaxed);
-    original.start_time.store(77, Ordering::Relaxed);
     let mut clone = producer.try_clone().unwrap();
     assert_ne!(clone.slot(), producer.slot());
-    let copy = &backing.header().slots[clone.slot()];
-    assert_eq!(
-        (copy.pid_namespace.load(Ordering::Relaxed), copy.start_time.load(Ordering::Relaxed)),
-        (0x5eed, 77),
-        "identity copied, not read again"
-    );
+    // The clone carries the original's identity, taken from private memory
+    // (a peer scribbling on the original's slot cannot change it).
+    let identity = |slot: usize| {
+        let s = &backing.header().slots[slot];
+        (
+            crate::layout::owner_pid(s.owner.load(Ordering::Relaxed)),
+            s.pid_namespace.load(Ordering::Relaxed),
+            s.start_time.load(Ordering::Relaxed),
+        )
+    };
+    assert_eq!(identity(clone.slot()), identity(producer.slot()));
     producer.send(1, b"a").unwrap();
     clone.send(2, b"b").unwrap();
     let a = consumer.try_recv().unwrap().unwrap();
@@ -381,11 +388,7 @@ fn views_copy_and_load_any_part_of_a_record_exactly() {
 #[test]
 fn lease_dropped_on_another_thread_frees_its_space_in_ring_order() {
     let (_b, consumer, mut producer) = ring();
-    producer.set_full_policy(FullPolicy::Fail);
-    for i in 0..4u8 {
-        producer.send(u32::from(i), &[i; 960]).unwrap();
-    }
-    assert!(matches!(producer.send(9, &[]), Err(Error::Full)));
+    fill_exactly(&mut producer);
     let first = consumer.try_recv().unwrap().unwrap().into_lease().unwrap();
     let second = consumer.try_recv().unwrap().unwrap().into_lease().unwrap();
     assert_eq!((consumer.held(), consumer.leases()), (2, 2));

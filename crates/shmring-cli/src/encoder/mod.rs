@@ -876,7 +876,7 @@ impl<'c> Encoder<'c> {
 pub fn record(args: RecordArgs) -> Outcome {
     let name = &args.name;
     shmring::validate_name(name).map_err(|e| Failure::ring(name, e))?;
-    let (consumer, _server) = if args.create {
+    let (mut consumer, _server) = if args.create {
         let consumer =
             Consumer::create(name, &crate::host::ring_options(&args.shape)).map_err(|e| Failure::ring(name, e))?;
         let server = consumer.serve(AccessPolicy::default()).map_err(|e| Failure::ring(name, e))?;
@@ -884,6 +884,7 @@ pub fn record(args: RecordArgs) -> Outcome {
     } else {
         (Consumer::connect(name).map_err(|e| Failure::ring(name, e))?, None)
     };
+    consumer.set_kill_stuck_producers(args.stuck.kill_stuck_producers);
     let interrupted = interrupt_flag()?;
     let stop = StopRule {
         deadline: args.seconds.map(|s| Instant::now() + s),
