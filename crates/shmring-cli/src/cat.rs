@@ -15,6 +15,7 @@ use shmring_media::{AudioFrame, KIND_AUDIO, KIND_VIDEO};
 use crate::cli::{CatArgs, MediaKind};
 use crate::encoder::ffmpeg::ffmpeg_pix_fmt;
 use crate::encoder::interrupt_flag;
+use crate::encoder::pcm::Pcm;
 use crate::encoder::pipes::{self, VideoSource, VideoWrite};
 use crate::failure::{Failure, Outcome};
 
@@ -38,7 +39,6 @@ pub fn cat(args: CatArgs) -> Outcome {
     // Our own descriptor for stdout: unbuffered, and writev straight from the ring.
     let mut out = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
     let mut written = Written { stream: args.stream, ..Written::default() };
-    let mut samples: Vec<f32> = Vec::new();
     let mut bytes: Vec<u8> = Vec::new();
     let wanted_kind = match args.kind {
         MediaKind::Video => KIND_VIDEO,
@@ -109,10 +109,8 @@ pub fn cat(args: CatArgs) -> Outcome {
                 eprintln!("cat: stream {} changed its audio format: stopping", chunk.stream_id());
                 break Ok(());
             }
-            samples.clear();
-            pipes::push_interleaved(&chunk, 0, &mut samples);
             bytes.clear();
-            bytes.extend(samples.iter().flat_map(|s| s.to_le_bytes()));
+            bytes.extend(Pcm::from_chunk(&chunk).samples.iter().flat_map(|s| s.to_le_bytes()));
             out.write_all(&bytes).map(|_| bytes.len() as u64)
         };
         match result {

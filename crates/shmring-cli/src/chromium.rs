@@ -215,17 +215,7 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
     };
     let outcome = match &args.output {
         Some(output) => {
-            let config = EncoderConfig {
-                output: output.clone(),
-                fps: 30,
-                video_stream: None,
-                audio_stream: None,
-                ffmpeg: PathBuf::from("ffmpeg"),
-                preset: "ultrafast".to_string(),
-                splice: true,
-                finish_timeout: Duration::from_secs(60),
-                stall_timeout: Duration::from_secs(10),
-            };
+            let config = EncoderConfig::new(output.clone());
             let watch = BrowserWatch { pid, interrupted: &interrupted };
             let report = Encoder::new(&consumer, config).run(&stop, |p| {
                 watch.check();

@@ -17,8 +17,10 @@ mod failure;
 mod host;
 mod probe;
 mod process;
+mod record;
 mod size;
 mod stat;
+mod stream_table;
 
 use std::process::ExitCode;
 
@@ -37,7 +39,7 @@ fn main() -> ExitCode {
         Command::Stat(args) => stat::stat(args),
         Command::Top(args) => stat::top(args),
         Command::Cat(args) => cat::cat(args),
-        Command::Record(args) => encoder::record(args),
+        Command::Record(args) => record::record(args),
         Command::Demo(args) => demo::demo(args),
         Command::Camera(args) => capture::camera(args),
         Command::Microphone(args) => capture::microphone(args),
