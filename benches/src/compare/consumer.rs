@@ -244,7 +244,7 @@ fn shmring(args: &ConsumerArgs, relaunch: &Relaunch) -> Result<(ConsumerReport, 
             stats_at_start = Some(ring.stats());
         }
     }
-    let wait = if spin { "busy-poll try_recv" } else { "recv (sleeps on the data semaphore when empty)" };
+    let wait = if spin { "busy-poll try_recv" } else { "recv (sleeps on the data futex word when empty)" };
     let read = if touch { "payload checked in place" } else { "payload untouched (recv + drop)" };
     let mut report = tally.finish(format!("{wait}; {read}"), touch);
     if let Some(start) = stats_at_start {

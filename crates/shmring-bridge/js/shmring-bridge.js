@@ -27,8 +27,8 @@
 // The file lane's module is loaded when a sender first tries the lane: a
 // page (or extension) that cannot load it still sends, as payloads.
 let fileLaneModule = null;
-const loadFileLane = () => {
-  fileLaneModule ??= import(new URL('./shmring-file-lane.js', import.meta.url).href);
+const loadFileLane = (url) => {
+  fileLaneModule ??= import(url ?? new URL('./shmring-file-lane.js', import.meta.url).href);
   return fileLaneModule;
 };
 
@@ -172,6 +172,9 @@ function sameStream(a, b) {
 //                        reason). 'websocket': payloads only.
 //   fileSize             bytes of the file lane's file (default 32 MiB,
 //                        DEFAULT_FILE_SIZE of shmring-file-lane.js)
+//   fileLaneUrl          where shmring-file-lane.js is (default: beside this
+//                        module; an extension whose resources need their
+//                        dynamic URL passes chrome.runtime.getURL(...))
 //   maxBufferedMessages  skip a frame while more than this many frames'
 //                        bytes are still queued in the socket (default 2)
 //   skipAfterDrop        frames to skip after a drop notice (video 1, audio 0)
@@ -206,6 +209,7 @@ export class BridgeSender {
       onNotice: null,
       lane: 'auto',
       fileSize: undefined,
+      fileLaneUrl: undefined,
       label: undefined,
       ...options,
     };
@@ -257,7 +261,7 @@ export class BridgeSender {
     }
     let file = null;
     try {
-      const { FileLane } = await loadFileLane().catch((error) => {
+      const { FileLane } = await loadFileLane(this.#options.fileLaneUrl).catch((error) => {
         throw new Error(`cannot load the file lane's module: ${error.message}`);
       });
       file = await FileLane.open(this.#options.fileSize);

@@ -218,3 +218,14 @@ fn a_page_whose_file_the_bridge_cannot_reach_falls_back_to_payloads_and_says_so(
     assert!(lane_line(&run.page, "audio").contains("audio lane websocket: audio goes as WebSocket payloads"));
     assert_eq!(stats["file_messages"], 0, "{stats}");
 }
+
+#[test]
+fn a_page_without_an_origin_private_file_system_sends_payloads_and_says_so() {
+    // Chromium's own switch for the origin private file system, off.
+    let run = run("auto", true, &["--disable-blink-features=FileSystemAccessOriginPrivate"], Duration::from_secs(3));
+    let line = lane_line(&run.page, "video");
+    assert!(line.contains("video lane websocket: no file lane: no origin private file system here"), "{line}");
+    let stats = &run.stats;
+    assert_eq!((stats["file_lanes"].as_u64(), stats["file_lanes_refused"].as_u64()), (Some(0), Some(0)), "{stats}");
+    assert_eq!(stats["file_messages"], 0, "{stats}");
+}

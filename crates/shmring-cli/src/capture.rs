@@ -9,7 +9,10 @@
 use std::time::{Duration, Instant};
 
 use shmring::{Error, Producer, RingProducer};
-use shmring_media::{reserve_audio, reserve_video, AudioMeta, MediaError, PixelFormat, SampleFormat, VideoMeta};
+use shmring_media::{
+    reserve_audio, reserve_video, write_announce, Announcement, AudioMeta, MediaError, PixelFormat, SampleFormat,
+    VideoMeta, KIND_AUDIO, KIND_VIDEO,
+};
 
 use crate::cli::{CameraArgs, MicrophoneArgs, ProducerTarget};
 use crate::failure::{Failure, Outcome};
@@ -24,13 +27,21 @@ pub fn monotonic_us() -> i64 {
     ts.tv_sec * 1_000_000 + ts.tv_nsec / 1_000
 }
 
-fn attach(target: &ProducerTarget) -> Result<RingProducer, Failure> {
-    match &target.ring {
-        Some(name) => Producer::connect(name).map_err(|e| Failure::ring(name, e)),
+/// Attaches to the ring and, given a label, names the stream (`kind`).
+fn attach(target: &ProducerTarget, kind: u32) -> Result<RingProducer, Failure> {
+    let mut producer = match &target.ring {
+        Some(name) => Producer::connect(name).map_err(|e| Failure::ring(name, e))?,
         // SAFETY: whoever started this process set SHMRING_FD to descriptors
         // it passed down to us for this purpose.
-        None => unsafe { Producer::from_env() }.map_err(|e| Failure::ring("SHMRING_FD", e)),
+        None => unsafe { Producer::from_env() }.map_err(|e| Failure::ring("SHMRING_FD", e))?,
+    };
+    if let Some(label) = &target.label {
+        let announcement =
+            Announcement { stream_id: target.stream, kind, timestamp_us: monotonic_us(), label: label.clone() };
+        write_announce(&mut producer, &announcement)
+            .map_err(|e| Failure::failed(format!("cannot announce the stream: {e}")))?;
     }
+    Ok(producer)
 }
 
 /// What a capture process did, printed as one JSON line on stdout at exit.
@@ -128,7 +139,7 @@ pub fn camera(args: CameraArgs) -> Outcome {
     if args.fps == 0 || args.fps > 1000 {
         return Err(Failure::usage("--fps must be between 1 and 1000"));
     }
-    let mut producer = attach(&args.target)?;
+    let mut producer = attach(&args.target, KIND_VIDEO)?;
     let _ = producer.prefault();
     let interval = Duration::from_secs(1) / args.fps;
     let frames = (args.target.seconds.as_secs_f64() * f64::from(args.fps)).round() as u64;
@@ -194,7 +205,7 @@ pub fn microphone(args: MicrophoneArgs) -> Outcome {
     if args.chunk_ms == 0 || args.chunk_ms > 1000 || args.rate == 0 || args.channels == 0 {
         return Err(Failure::usage("--rate, --channels and --chunk-ms (1-1000) must be positive"));
     }
-    let mut producer = attach(&args.target)?;
+    let mut producer = attach(&args.target, KIND_AUDIO)?;
     let interval = Duration::from_millis(u64::from(args.chunk_ms));
     let frames_per_chunk = args.rate * args.chunk_ms / 1000;
     let chunks = (args.target.seconds.as_millis() / u128::from(args.chunk_ms)) as u64;

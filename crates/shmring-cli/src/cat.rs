@@ -15,6 +15,7 @@ use shmring_media::{AudioFrame, KIND_AUDIO, KIND_VIDEO};
 use crate::cli::{CatArgs, MediaKind};
 use crate::encoder::ffmpeg::ffmpeg_pix_fmt;
 use crate::encoder::interrupt_flag;
+use crate::encoder::pcm::Pcm;
 use crate::encoder::pipes::{self, VideoSource, VideoWrite};
 use crate::failure::{Failure, Outcome};
 
@@ -31,13 +32,13 @@ pub fn cat(args: CatArgs) -> Outcome {
     let name = &args.name;
     shmring::validate_name(name).map_err(|e| Failure::ring(name, e))?;
     let _span = tracing::info_span!("cat", ring = %name).entered();
-    let consumer = Consumer::connect(name).map_err(|e| Failure::ring(name, e))?;
+    let mut consumer = Consumer::connect(name).map_err(|e| Failure::ring(name, e))?;
+    consumer.set_kill_stuck_producers(args.stuck.kill_stuck_producers);
     let interrupted = interrupt_flag()?;
     let deadline = args.seconds.map(|s| Instant::now() + s);
     // Our own descriptor for stdout: unbuffered, and writev straight from the ring.
     let mut out = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
     let mut written = Written { stream: args.stream, ..Written::default() };
-    let mut samples: Vec<f32> = Vec::new();
     let mut bytes: Vec<u8> = Vec::new();
     let wanted_kind = match args.kind {
         MediaKind::Video => KIND_VIDEO,
@@ -108,10 +109,8 @@ pub fn cat(args: CatArgs) -> Outcome {
                 eprintln!("cat: stream {} changed its audio format: stopping", chunk.stream_id());
                 break Ok(());
             }
-            samples.clear();
-            pipes::push_interleaved(&chunk, 0, &mut samples);
             bytes.clear();
-            bytes.extend(samples.iter().flat_map(|s| s.to_le_bytes()));
+            bytes.extend(Pcm::from_chunk(&chunk).samples.iter().flat_map(|s| s.to_le_bytes()));
             out.write_all(&bytes).map(|_| bytes.len() as u64)
         };
         match result {

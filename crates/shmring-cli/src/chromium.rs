@@ -1,6 +1,7 @@
 //! `shmring chromium`: the launcher for a Chromium built with the patch
 //! series in `chromium-patch/`. It creates a ring, starts the browser with
-//! the ring's descriptors inherited and `--shmring-fds=MEMFD:DATA:SPACE`,
+//! the ring's segment inherited and `--shmring-fds=MEMFD:MEMFD:MEMFD` (the
+//! series' three places, from when the ring had two semaphores besides),
 //! and consumes what the renderers write (recording it with `-o`).
 //!
 //! A stock Chromium ignores switches it does not know, silently. So the
@@ -27,6 +28,14 @@ use crate::process;
 
 /// The switch the patched browser takes (`switches::kShmringFds`).
 pub const SWITCH: &str = "shmring-fds";
+
+/// `--shmring-fds=...` for the ring's inherited segment `memfd`. The patch
+/// series takes three descriptors (segment and two semaphores); the ring
+/// has only the segment now (its signalling words are inside), so it goes
+/// in all three places and the renderer closes the two extra copies.
+pub fn switch_for(memfd: &str) -> String {
+    format!("--{SWITCH}={memfd}:{memfd}:{memfd}")
+}
 
 /// The runtime feature that exposes the JS API in a patched build.
 pub const BLINK_FEATURE: &str = "Shmring";
@@ -115,7 +124,7 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
     let consumer = Consumer::create(&name, &ring_options(&args.shape)).map_err(|e| Failure::ring(&name, e))?;
     let _server = consumer.serve(AccessPolicy::default()).map_err(|e| Failure::ring(&name, e))?;
     let inherited = consumer.fds().inheritable().map_err(|e| Failure::ring(&name, e))?;
-    let switch = format!("--{SWITCH}={}", inherited.spec());
+    let switch = switch_for(inherited.spec());
     // Whatever the browser leaves behind (crash handler, zygote children)
     // is reparented to us, so that we can stop and reap it.
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
@@ -206,17 +215,7 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
     };
     let outcome = match &args.output {
         Some(output) => {
-            let config = EncoderConfig {
-                output: output.clone(),
-                fps: 30,
-                video_stream: None,
-                audio_stream: None,
-                ffmpeg: PathBuf::from("ffmpeg"),
-                preset: "ultrafast".to_string(),
-                splice: true,
-                finish_timeout: Duration::from_secs(60),
-                stall_timeout: Duration::from_secs(10),
-            };
+            let config = EncoderConfig::new(output.clone());
             let watch = BrowserWatch { pid, interrupted: &interrupted };
             let report = Encoder::new(&consumer, config).run(&stop, |p| {
                 watch.check();

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 
 use shmring::RingFds;
 
-use crate::chromium::{switch_support, BLINK_FEATURE, SWITCH};
+use crate::chromium::{switch_for, switch_support, BLINK_FEATURE};
 use crate::cli::ChromiumExecArgs;
 use crate::failure::{Failure, Outcome};
 
@@ -85,7 +85,7 @@ fn exec_browser(ring: &str, browser: &Path, browser_args: &[OsString]) -> Outcom
     let placeholders = hold_driver_fds()?;
     let fds = RingFds::request(ring).map_err(|e| Failure::ring(ring, e))?;
     let inherited = fds.inheritable().map_err(|e| Failure::ring(ring, e))?;
-    let switch = format!("--{SWITCH}={}", inherited.spec());
+    let switch = switch_for(inherited.spec());
     drop(placeholders);
 
     let mut command = Command::new(browser);

@@ -58,7 +58,7 @@ pub enum Command {
     Chromium(ChromiumArgs),
     /// Exec a browser with a named ring's descriptors at 5 and above: an `executablePath` for Playwright or Puppeteer.
     ChromiumExec(ChromiumExecArgs),
-    /// Compare shmring with loopback WebSocket, Unix socket and TCP (see `shmring bench --help`).
+    /// Compare shmring with loopback WebSocket, Unix socket and TCP (`shmring bench --help`); `shmring bench bot`: the whole bot per pipeline.
     #[command(disable_help_flag = true)]
     Bench(BenchArgs),
 }
@@ -181,22 +181,47 @@ pub struct CatArgs {
     /// Frame rate written into the printed ffmpeg arguments.
     #[arg(long, default_value_t = 30)]
     pub fps: u32,
+    #[command(flatten)]
+    pub stuck: StuckProducers,
+}
+
+/// What a consumer command does about a producer that holds a claim.
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct StuckProducers {
+    /// SIGKILL a producer that holds a claim past the ring's stall timeout
+    /// while alive (same user, same pid namespace), and skip its record
+    /// once it is dead. Without it, such a producer is reported and its
+    /// record waited for.
+    #[arg(long)]
+    pub kill_stuck_producers: bool,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct EncodeArgs {
-    /// The MP4 to write. A change of resolution starts a new file: OUT.1.mp4, OUT.2.mp4, ...
+    /// Where to write: a file for the first participant (later ones get
+    /// OUT.participant-N.mp4, the mix OUT.mix.m4a), or a directory (an
+    /// existing one, or a path ending in /) for participant-N.mp4 and
+    /// mix.m4a. A change of resolution starts a participant's next file:
+    /// OUT.1.mp4, OUT.2.mp4, ...
     #[arg(short, long, default_value = "recording.mp4")]
     pub output: PathBuf,
     /// Output frame rate: frames are placed by timestamp, gaps filled by repeating the last frame.
     #[arg(long, default_value_t = 30)]
     pub fps: u32,
-    /// Video stream id to record (default: the first video stream that arrives).
+    /// Record only this video stream (default: every one, each participant
+    /// in its own file; streams pair by the participant their labels name).
     #[arg(long)]
     pub video_stream: Option<u32>,
-    /// Audio stream id to record (default: the first audio stream that arrives).
+    /// Record only this audio stream (default: every one).
     #[arg(long)]
     pub audio_stream: Option<u32>,
+    /// Write no file of everyone's audio mixed.
+    #[arg(long)]
+    pub no_mix: bool,
+    /// A participant that sends nothing for this long has left: its file
+    /// is finished (a return starts the next one).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub end_after: Duration,
     /// The ffmpeg program.
     #[arg(long, default_value = "ffmpeg")]
     pub ffmpeg: PathBuf,
@@ -233,6 +258,8 @@ pub struct RecordArgs {
     /// Keep recording when every producer has left (until --seconds or Ctrl-C).
     #[arg(long)]
     pub keep_going: bool,
+    #[command(flatten)]
+    pub stuck: StuckProducers,
 }
 
 #[derive(Debug, Args)]
@@ -277,6 +304,11 @@ pub struct ProducerTarget {
     /// Stream id written into every header.
     #[arg(long, default_value_t = 1)]
     pub stream: u32,
+    /// Name the stream first with an announce record carrying this label
+    /// (e.g. `{"participant":"alice"}`: streams of one participant are
+    /// recorded into one file).
+    #[arg(long)]
+    pub label: Option<String>,
     /// Start at this CLOCK_MONOTONIC time in microseconds (so that several
     /// devices start together).
     #[arg(long, hide = true)]

@@ -86,16 +86,14 @@ pub fn demo(args: DemoArgs) -> Outcome {
         when_producers_leave: true,
         interrupted: interrupt_flag()?,
     };
+    // One camera and one microphone: one file, no mix of a single voice.
     let config = EncoderConfig {
-        output: args.encode.output.clone(),
-        fps: 30,
         video_stream: Some(1),
         audio_stream: Some(2),
         ffmpeg: args.encode.ffmpeg.clone(),
-        preset: "ultrafast".to_string(),
         splice: !args.encode.copy,
-        finish_timeout: Duration::from_secs(60),
-        stall_timeout: Duration::from_secs(10),
+        mix: false,
+        ..EncoderConfig::new(args.encode.output.clone())
     };
     let report = Encoder::new(&consumer, config).run(&stop, |p| eprintln!("{}", crate::encoder::progress_line(p)))?;
 

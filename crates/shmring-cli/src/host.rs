@@ -1,6 +1,5 @@
 //! Named rings that outlive the command that made them: `create` starts a
-//! holder process (`hold`) that keeps the segment and semaphores and serves
-//! them by name; `rm` stops it; `gc` clears what crashed owners left.
+//! holder process (`hold`) that keeps the segment and serves it by name; `rm` stops it; `gc` clears what crashed owners left.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -165,7 +164,7 @@ pub fn gc(args: GcArgs) -> Outcome {
             continue;
         }
         if let Some(pid) = leftover.mapped_by {
-            println!("kept     {:<24} owner {owner}, but pid {pid} uses its semaphores", leftover.name);
+            println!("kept     {:<24} owner {owner}, but pid {pid} maps its segment", leftover.name);
             continue;
         }
         if args.dry_run {

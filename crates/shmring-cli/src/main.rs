@@ -17,8 +17,10 @@ mod failure;
 mod host;
 mod probe;
 mod process;
+mod record;
 mod size;
 mod stat;
+mod stream_table;
 
 use std::process::ExitCode;
 
@@ -37,7 +39,7 @@ fn main() -> ExitCode {
         Command::Stat(args) => stat::stat(args),
         Command::Top(args) => stat::top(args),
         Command::Cat(args) => cat::cat(args),
-        Command::Record(args) => encoder::record(args),
+        Command::Record(args) => record::record(args),
         Command::Demo(args) => demo::demo(args),
         Command::Camera(args) => capture::camera(args),
         Command::Microphone(args) => capture::microphone(args),
@@ -67,6 +69,14 @@ fn init_tracing() {
 /// its producer and consumer processes are this binary again.
 fn bench(args: Vec<String>) -> ExitCode {
     use shmring_benches::compare::{self, Relaunch};
+    if args.first().is_some_and(|a| a == "bot") {
+        let Ok(shmring) = std::env::current_exe() else {
+            eprintln!("shmring bench bot: cannot find this program");
+            return ExitCode::FAILURE;
+        };
+        let host = shmring_benches::bot::Host { shmring, display: "shmring bench".to_string() };
+        return shmring_benches::bot::main(&args[1..], &host);
+    }
     let relaunch = Relaunch { prefix: vec!["bench".to_string()], display: "shmring bench".to_string() };
     compare::main(&args, &relaunch)
 }

@@ -11,6 +11,46 @@ use shmring::{RingFds, RingView, Stats};
 use crate::cli::{StatArgs, StatFormat, TopArgs};
 use crate::failure::{Failure, Outcome};
 use crate::size::{human_bytes, human_capacity};
+use crate::stream_table::{printable, StreamTable};
+
+/// What `stat` knows of a ring's streams: the table its consumer publishes
+/// (see [`crate::stream_table`]).
+#[derive(Clone, Debug)]
+pub enum StreamsSeen {
+    /// The consumer attached now (or the last one, closed) published it.
+    Current(StreamTable),
+    /// No table, or one left by another consumer.
+    Unknown(&'static str),
+    /// A table that failed the checks.
+    Invalid(String),
+}
+
+impl StreamsSeen {
+    pub fn read(stats: &Stats) -> StreamsSeen {
+        match StreamTable::read(&stats.name) {
+            Ok(None) => StreamsSeen::Unknown("the consumer publishes none"),
+            Ok(Some(table))
+                if table.consumer_pid == stats.consumer_pid
+                    && table.consumer_generation == stats.consumer_generation
+                    && stats.consumer_state != "none" =>
+            {
+                StreamsSeen::Current(table)
+            }
+            Ok(Some(_)) => StreamsSeen::Unknown("the table there is another consumer's"),
+            Err(reason) => StreamsSeen::Invalid(reason),
+        }
+    }
+
+    fn table(&self) -> Option<&StreamTable> {
+        match self {
+            StreamsSeen::Current(table) => Some(table),
+            _ => None,
+        }
+    }
+}
+
+/// Longest label `stat` and `top` print (`--json` has them whole).
+const LABEL_COLUMN: usize = 72;
 
 /// Maps ring `name` read-only, through its rendezvous socket.
 pub fn open_view(name: &str) -> Result<RingView, Failure> {
@@ -22,10 +62,13 @@ pub fn open_view(name: &str) -> Result<RingView, Failure> {
 pub fn stat(args: StatArgs) -> Outcome {
     let view = open_view(&args.name)?;
     let stats = view.stats();
+    let streams = StreamsSeen::read(&stats);
     let text = match args.format() {
-        StatFormat::Text => text(&stats, view.geometry()),
-        StatFormat::Json => serde_json::to_string_pretty(&json(&stats, view.geometry())).expect("json") + "\n",
-        StatFormat::Prometheus => prometheus(&stats),
+        StatFormat::Text => text(&stats, view.geometry(), &streams),
+        StatFormat::Json => {
+            serde_json::to_string_pretty(&json(&stats, view.geometry(), &streams)).expect("json") + "\n"
+        }
+        StatFormat::Prometheus => prometheus(&stats, &streams),
     };
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(())
@@ -48,7 +91,7 @@ fn consumer_line(stats: &Stats) -> String {
 }
 
 /// The human-readable view.
-pub fn text(stats: &Stats, geometry: &Geometry) -> String {
+pub fn text(stats: &Stats, geometry: &Geometry, streams: &StreamsSeen) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -83,6 +126,11 @@ pub fn text(stats: &Stats, geometry: &Geometry) -> String {
     );
     let _ = writeln!(
         out,
+        "stalls      {} claims held past the stall timeout by live producers, {} stuck now, {} delivered late, {} stuck producers killed",
+        stats.stalls, stats.stuck, stats.late, stats.killed
+    );
+    let _ = writeln!(
+        out,
         "signalling  consumer slept {} times ({} wake-ups); producers waited {} times ({} wake-ups)",
         stats.consumer_sleeps, stats.data_posts, stats.producer_waits, stats.space_posts
     );
@@ -106,11 +154,62 @@ pub fn text(stats: &Stats, geometry: &Geometry) -> String {
             );
         }
     }
+    stream_rows(&mut out, streams);
     out
 }
 
+/// The `streams` part of `stat`.
+fn stream_rows(out: &mut String, streams: &StreamsSeen) {
+    let table = match streams {
+        StreamsSeen::Current(table) => table,
+        StreamsSeen::Unknown(why) => {
+            let _ = writeln!(out, "streams     unknown ({why})");
+            return;
+        }
+        StreamsSeen::Invalid(why) => {
+            let _ = writeln!(out, "streams     unknown (refused the consumer's table: {})", printable(why, 200));
+            return;
+        }
+    };
+    let _ =
+        writeln!(out, "streams     {} (as the consumer, pid {}, names them)", table.streams.len(), table.consumer_pid);
+    if table.streams.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {:>6}  {:<5}  {:>8}  {:>10}  {:>7}  {:>8}  {:>7}  {:<15}  {:<22}  label",
+        "stream", "kind", "records", "bytes", "missing", "recorded", "dropped", "format", "output"
+    );
+    for s in &table.streams {
+        let _ = writeln!(
+            out,
+            "  {:>6}  {:<5}  {:>8}  {:>10}  {:>7}  {:>8}  {:>7}  {:<15}  {:<22}  {}",
+            s.id,
+            s.kind.name(),
+            s.records,
+            human_bytes(s.bytes),
+            s.missing,
+            s.used,
+            s.dropped,
+            printable(&s.format, 15),
+            printable(s.output.as_deref().unwrap_or("-"), 22),
+            s.label.as_deref().map_or("(not announced)".to_string(), |l| printable(l, LABEL_COLUMN))
+        );
+    }
+}
+
 /// The JSON view: every counter, raw numbers.
-pub fn json(stats: &Stats, geometry: &Geometry) -> serde_json::Value {
+pub fn json(stats: &Stats, geometry: &Geometry, streams: &StreamsSeen) -> serde_json::Value {
+    let stream_rows = match streams {
+        StreamsSeen::Current(table) => table.to_json()["streams"].clone(),
+        _ => serde_json::Value::Null,
+    };
+    let streams_state = match streams {
+        StreamsSeen::Current(_) => "known".to_string(),
+        StreamsSeen::Unknown(why) => format!("unknown: {why}"),
+        StreamsSeen::Invalid(why) => format!("refused: {why}"),
+    };
     let producers: Vec<_> = stats
         .producers
         .iter()
@@ -118,6 +217,7 @@ pub fn json(stats: &Stats, geometry: &Geometry) -> serde_json::Value {
             serde_json::json!({
                 "slot": p.slot, "pid": p.pid, "frames": p.frames, "bytes": p.bytes,
                 "drops": p.drops, "rejected": p.rejected, "last_claim": p.last_claim,
+                "unpublished": p.unpublished,
             })
         })
         .collect();
@@ -147,12 +247,18 @@ pub fn json(stats: &Stats, geometry: &Geometry) -> serde_json::Value {
         "data_posts": stats.data_posts,
         "producer_waits": stats.producer_waits,
         "space_posts": stats.space_posts,
+        "stalls": stats.stalls,
+        "stuck": stats.stuck,
+        "late": stats.late,
+        "killed": stats.killed,
         "producers": producers,
+        "streams": stream_rows,
+        "streams_state": streams_state,
     })
 }
 
 /// The Prometheus text exposition format.
-pub fn prometheus(stats: &Stats) -> String {
+pub fn prometheus(stats: &Stats, streams: &StreamsSeen) -> String {
     let ring = &stats.name;
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
@@ -168,7 +274,8 @@ pub fn prometheus(stats: &Stats) -> String {
         f64::from(stats.consumer_state == "attached"),
     );
     metric("producers", "gauge", "Producers attached.", stats.producers.len() as f64);
-    let counters: [(&str, &str, u64); 12] = [
+    metric("stuck_records", "gauge", "Records a live producer holds past the stall timeout.", stats.stuck as f64);
+    let counters: [(&str, &str, u64); 15] = [
         ("committed_frames_total", "Records published by producers.", stats.committed_frames),
         ("committed_bytes_total", "Payload bytes published by producers.", stats.committed_bytes),
         ("consumed_frames_total", "Records handed to the consumer.", stats.consumed_frames),
@@ -181,6 +288,9 @@ pub fn prometheus(stats: &Stats) -> String {
         ("consumer_sleeps_total", "Times the consumer slept waiting for data.", stats.consumer_sleeps),
         ("data_posts_total", "Times a producer woke the consumer.", stats.data_posts),
         ("producer_waits_total", "Times a producer slept waiting for space.", stats.producer_waits),
+        ("stalls_total", "Claims live producers held past the stall timeout.", stats.stalls),
+        ("late_records_total", "Records committed after later ones were delivered.", stats.late),
+        ("killed_producers_total", "Stuck producers the consumer killed.", stats.killed),
     ];
     for (name, help, value) in counters {
         metric(name, "counter", help, value as f64);
@@ -198,18 +308,44 @@ pub fn prometheus(stats: &Stats) -> String {
                 writeln!(out, "shmring_{name}{{ring=\"{ring}\",slot=\"{}\",pid=\"{}\"}} {}", p.slot, p.pid, value(p));
         }
     }
+    // Labels stay out of metric labels (unbounded, producer-chosen text):
+    // streams are named by id and kind.
+    type StreamCounter = fn(&crate::stream_table::StreamRow) -> u64;
+    let per_stream: [(&str, &str, StreamCounter); 4] = [
+        ("stream_records_total", "Records of one stream the consumer received.", |s| s.records),
+        ("stream_bytes_total", "Payload bytes of one stream the consumer received.", |s| s.bytes),
+        ("stream_missing_total", "Frame numbers missing in one stream (lost upstream).", |s| s.missing),
+        ("stream_dropped_total", "Records of one stream the consumer dropped.", |s| s.dropped),
+    ];
+    if let Some(table) = streams.table() {
+        for (name, help, value) in per_stream {
+            let _ = writeln!(out, "# HELP shmring_{name} {help}\n# TYPE shmring_{name} counter");
+            for s in &table.streams {
+                let _ = writeln!(
+                    out,
+                    "shmring_{name}{{ring=\"{ring}\",stream=\"{}\",kind=\"{}\"}} {}",
+                    s.id,
+                    s.kind.name(),
+                    value(s)
+                );
+            }
+        }
+    }
     out
 }
 
 pub fn top(args: TopArgs) -> Outcome {
     let view = open_view(&args.name)?;
     let tty = std::io::stdout().is_terminal();
-    let mut before = (Instant::now(), view.stats());
+    let stats = view.stats();
+    let mut before = (Instant::now(), StreamsSeen::read(&stats), stats);
     let mut refreshes = 0;
     while args.count.is_none_or(|count| refreshes < count) {
         std::thread::sleep(args.interval);
-        let now = (Instant::now(), view.stats());
-        let screen = top_screen(&before.1, &now.1, now.0.duration_since(before.0).as_secs_f64());
+        let stats = view.stats();
+        let now = (Instant::now(), StreamsSeen::read(&stats), stats);
+        let mut screen = top_screen(&before.2, &now.2, now.0.duration_since(before.0).as_secs_f64());
+        screen.push_str(&top_streams(&before.1, &now.1));
         let mut stdout = std::io::stdout().lock();
         if tty {
             // Home and clear: one screen that refreshes in place.
@@ -223,6 +359,44 @@ pub fn top(args: TopArgs) -> Outcome {
         refreshes += 1;
     }
     Ok(())
+}
+
+/// The per-stream part of a `top` refresh: rates between two tables (over
+/// the time the consumer says passed between them).
+pub fn top_streams(before: &StreamsSeen, now: &StreamsSeen) -> String {
+    let mut out = String::new();
+    let Some(table) = now.table() else {
+        let mut why = String::new();
+        stream_rows(&mut why, now);
+        return why;
+    };
+    let old = before.table().filter(|old| old.consumer_pid == table.consumer_pid);
+    let seconds = old.map_or(0.0, |old| table.elapsed_ms.saturating_sub(old.elapsed_ms) as f64 / 1e3);
+    let _ = writeln!(
+        out,
+        "{:>6}  {:<5}  {:>9}  {:>8}  {:>8}  {:>7}  {:<15}  label",
+        "stream", "kind", "records/s", "MB/s", "records", "dropped", "format"
+    );
+    for s in &table.streams {
+        let previous = old.and_then(|old| old.streams.iter().find(|o| o.id == s.id));
+        let rate = |now: u64, then: Option<u64>| match then {
+            Some(then) if seconds > 0.0 => now.saturating_sub(then) as f64 / seconds,
+            _ => 0.0,
+        };
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<5}  {:>9.1}  {:>8.1}  {:>8}  {:>7}  {:<15}  {}",
+            s.id,
+            s.kind.name(),
+            rate(s.records, previous.map(|p| p.records)),
+            rate(s.bytes, previous.map(|p| p.bytes)) / 1e6,
+            s.records,
+            s.dropped,
+            printable(&s.format, 15),
+            s.label.as_deref().map_or("(not announced)".to_string(), |l| printable(l, LABEL_COLUMN))
+        );
+    }
+    out
 }
 
 /// One refresh of `top`: rates over the last `seconds`.

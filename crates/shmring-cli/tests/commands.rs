@@ -260,35 +260,31 @@ fn gc_lists_and_removes_what_a_killed_holder_left() {
     while !holder_dead() {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let semaphore = format!("/dev/shm/sem.shmring.{dead}.data");
-    assert!(std::path::Path::new(&semaphore).exists(), "the crash left its semaphore");
+    let leftover = sandbox.runtime.join(format!("{dead}.owner")).display().to_string();
+    assert!(std::path::Path::new(&leftover).exists(), "the crash left its owner file");
 
     let dry = sandbox.run(&["gc", "--dry-run"]);
     dry.succeeds();
     assert!(dry.stdout.lines().any(|l| l.starts_with("stale") && l.contains(&dead)), "{}", dry.stdout);
     assert!(dry.stdout.lines().any(|l| l.starts_with("kept") && l.contains(&alive)), "{}", dry.stdout);
-    assert!(std::path::Path::new(&semaphore).exists(), "--dry-run removes nothing");
+    assert!(std::path::Path::new(&leftover).exists(), "--dry-run removes nothing");
 
     let gc = sandbox.run(&["gc"]);
     gc.succeeds();
     assert!(
-        gc.stdout.lines().any(|l| l.starts_with("removed") && l.contains(&dead) && l.contains(&semaphore)),
+        gc.stdout.lines().any(|l| l.starts_with("removed") && l.contains(&dead) && l.contains(&leftover)),
         "{}",
         gc.stdout
     );
-    assert!(!std::path::Path::new(&semaphore).exists());
+    assert!(!std::path::Path::new(&leftover).exists());
     sandbox.run(&["stat", &alive]).succeeds();
 
-    // Seen from another runtime directory, the live ring has no owner file,
-    // but its holder maps its semaphores: still kept.
+    // From another runtime directory the live ring leaves nothing to find
+    // (no named objects outside its own directory): untouched.
     let elsewhere = Sandbox::new("gc-elsewhere");
     let gc = elsewhere.run(&["gc"]);
     gc.succeeds();
-    assert!(
-        gc.stdout.lines().any(|l| l.starts_with("kept") && l.contains(&alive) && l.contains("uses its semaphores")),
-        "{}",
-        gc.stdout
-    );
+    assert!(!gc.stdout.contains(&alive), "{}", gc.stdout);
     sandbox.run(&["stat", &alive]).succeeds();
     let again = sandbox.run(&["gc"]);
     assert!(!again.stdout.contains(&dead), "{}", again.stdout);

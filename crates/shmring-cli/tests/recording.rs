@@ -118,7 +118,8 @@ fn the_demo_records_and_starts_a_new_file_when_the_resolution_changes() {
     assert_eq!(after[0], 75, "the camera switched size at frame 75 (2.5 s)");
 }
 
-/// The ffmpeg that `record` (pid `parent`) started.
+/// The ffmpeg that `record` (pid `parent`) started for the video file
+/// (not the one writing the mix of everyone's audio).
 fn ffmpeg_child(parent: u32) -> Option<i32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
@@ -126,7 +127,9 @@ fn ffmpeg_child(parent: u32) -> Option<i32> {
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
         let comm = &stat[open + 1..close];
         let ppid = stat[close + 1..].split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
-        if comm == "ffmpeg" && ppid == Some(parent) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let video = cmdline.split(|&b| b == 0).any(|arg| arg == b"rawvideo");
+        if comm == "ffmpeg" && ppid == Some(parent) && video {
             return Some(pid);
         }
     }

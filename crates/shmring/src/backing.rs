@@ -2,6 +2,7 @@
 //! generic over [`Backing`], so the same code runs on a memfd segment in
 //! production and on the heap under loom and miri.
 
+use crate::claims::LocalClaims;
 use crate::layout::{Geometry, Header, RecordHeader};
 use crate::signal::Signal;
 
@@ -27,10 +28,10 @@ pub unsafe trait Backing: sealed::Sealed + Send + Sync + 'static {
     fn geometry(&self) -> &Geometry;
     fn record(&self, position: u64) -> &RecordHeader;
     fn payload(&self, position: u64) -> *mut u8;
-    /// Posted by producers when the consumer sleeps and data arrived.
-    fn data_available(&self) -> &Self::Signal;
-    /// Posted by the consumer when producers sleep and space was freed.
-    fn space_available(&self) -> &Self::Signal;
+    /// How sides sleep on the header's sequence words and wake each other.
+    fn signal(&self) -> &Self::Signal;
+    /// The claims this process's producers of this ring hold right now.
+    fn local_claims(&self) -> &LocalClaims;
 }
 
 pub(crate) use sealed::Sealed;
@@ -42,7 +43,7 @@ pub(crate) use sealed::Sealed;
 pub mod heap {
     use super::*;
     use crate::layout::{HeaderParams, RECORD_HEADER_SPAN};
-    use crate::signal::heap::HeapSemaphore;
+    use crate::signal::heap::HeapSignal;
     use std::alloc::{alloc_zeroed, dealloc, Layout};
 
     /// Heap memory for a ring of `capacity` bytes.
@@ -51,8 +52,8 @@ pub mod heap {
         geometry: Geometry,
         data: *mut u8,
         data_layout: Layout,
-        data_available: HeapSemaphore,
-        space_available: HeapSemaphore,
+        signal: HeapSignal,
+        claims: LocalClaims,
     }
 
     // SAFETY: the raw data pointer is owned by the value and only accessed
@@ -80,14 +81,7 @@ pub mod heap {
             // SAFETY: the layout has a non-zero size.
             let data = unsafe { alloc_zeroed(data_layout) };
             assert!(!data.is_null(), "out of memory");
-            HeapBacking {
-                header,
-                geometry,
-                data,
-                data_layout,
-                data_available: HeapSemaphore::new(),
-                space_available: HeapSemaphore::new(),
-            }
+            HeapBacking { header, geometry, data, data_layout, signal: HeapSignal::new(), claims: LocalClaims::new() }
         }
     }
 
@@ -102,7 +96,7 @@ pub mod heap {
     // `position % capacity` in a buffer of 2 x capacity bytes, so the header
     // and `max_payload` (= capacity - 64) payload bytes after it fit.
     unsafe impl Backing for HeapBacking {
-        type Signal = HeapSemaphore;
+        type Signal = HeapSignal;
         fn header(&self) -> &Header {
             &self.header
         }
@@ -121,11 +115,11 @@ pub mod heap {
             // SAFETY: offset + max_payload <= 2 x capacity, the buffer size.
             unsafe { self.data.add(offset as usize) }
         }
-        fn data_available(&self) -> &HeapSemaphore {
-            &self.data_available
+        fn signal(&self) -> &HeapSignal {
+            &self.signal
         }
-        fn space_available(&self) -> &HeapSemaphore {
-            &self.space_available
+        fn local_claims(&self) -> &LocalClaims {
+            &self.claims
         }
     }
 }
@@ -137,7 +131,7 @@ pub mod heap {
 pub mod heap {
     use super::*;
     use crate::layout::{HeaderParams, RECORD_ALIGN, RECORD_HEADER_SPAN};
-    use crate::signal::heap::HeapSemaphore;
+    use crate::signal::heap::HeapSignal;
     use crate::sync::{atomic_u32, atomic_u64};
     use std::cell::UnsafeCell;
 
@@ -146,8 +140,8 @@ pub mod heap {
         geometry: Geometry,
         records: Box<[RecordHeader]>,
         data: Box<[UnsafeCell<u8>]>,
-        data_available: HeapSemaphore,
-        space_available: HeapSemaphore,
+        signal: HeapSignal,
+        claims: LocalClaims,
     }
 
     // SAFETY: payload bytes are only touched under the ring protocol.
@@ -180,21 +174,14 @@ pub mod heap {
                 })
                 .collect();
             let data = (0..2 * capacity as usize).map(|_| UnsafeCell::new(0)).collect();
-            HeapBacking {
-                header,
-                geometry,
-                records,
-                data,
-                data_available: HeapSemaphore::new(),
-                space_available: HeapSemaphore::new(),
-            }
+            HeapBacking { header, geometry, records, data, signal: HeapSignal::new(), claims: LocalClaims::new() }
         }
     }
 
     // SAFETY: records are indexed in bounds by construction; payloads point
     // into a 2 x capacity buffer at offset < capacity + 64.
     unsafe impl Backing for HeapBacking {
-        type Signal = HeapSemaphore;
+        type Signal = HeapSignal;
         fn header(&self) -> &Header {
             &self.header
         }
@@ -209,11 +196,11 @@ pub mod heap {
             let offset = (position & (self.geometry.capacity - 1)) + RECORD_HEADER_SPAN;
             self.data[offset as usize].get()
         }
-        fn data_available(&self) -> &HeapSemaphore {
-            &self.data_available
+        fn signal(&self) -> &HeapSignal {
+            &self.signal
         }
-        fn space_available(&self) -> &HeapSemaphore {
-            &self.space_available
+        fn local_claims(&self) -> &LocalClaims {
+            &self.claims
         }
     }
 }

@@ -15,16 +15,14 @@ use std::time::{Duration, Instant};
 use crate::backing::Backing;
 use crate::error::{Error, Result};
 use crate::frame::{Frame, Received};
-use crate::layout::{classify_stamp, consumer_state, record_size, Geometry, Header, StampState, MAX_PRODUCERS};
+use crate::layout::{
+    classify_stamp, consumer_owner, consumer_state, owner_state, record_size, Geometry, Header, StampState,
+    MAX_PRODUCERS,
+};
 use crate::lease::{Lease, LeaseTable};
-use crate::liveness;
-use crate::recovery::{self, StallVerdict};
-
-/// See [`Consumer::set_unverifiable_stall_timeout`]: far longer than any
-/// pause of a live renderer thread between claim and commit (a copy of one
-/// frame), short enough that a crashed sandboxed renderer does not wedge
-/// the ring for long.
-pub const DEFAULT_UNVERIFIABLE_STALL_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::liveness::{self, Liveness, ProducerWatch};
+use crate::recovery;
+use crate::stall::Pending;
 
 /// See [`Consumer::set_spin_limit`]: a few times the cost of a sleep and a
 /// wake-up, so spinning never costs much more than sleeping would.
@@ -34,54 +32,65 @@ use crate::sync::{fence, Ordering};
 
 /// Reads records from one ring. There is one consumer per ring.
 pub struct Consumer<B: Backing> {
-    backing: Arc<B>,
-    geometry: Geometry,
-    stall_timeout: Duration,
-    unverifiable_stall_timeout: Duration,
+    pub(crate) backing: Arc<B>,
+    pub(crate) geometry: Geometry,
+    pub(crate) stall_timeout: Duration,
     spin_limit: Duration,
-    state: RefCell<State>,
+    /// The owner word this consumer wrote (ATTACHED, its generation).
+    owner: u64,
+    /// This process's pid namespace: slots of producers in it are judged
+    /// by pid.
+    pub(crate) own_namespace: u64,
+    /// Liveness descriptors of producers, handed over by their launchers.
+    pub(crate) watches: RefCell<Vec<ProducerWatch>>,
+    pub(crate) kill_stuck: bool,
+    pub(crate) state: RefCell<State>,
     /// Shared with the leases made of its frames (see `lease`).
     leases: Arc<LeaseTable>,
 }
 
-struct State {
+pub(crate) struct State {
     /// Next record to hand out.
-    peek: u64,
+    pub(crate) peek: u64,
     /// Everything before it has been released.
-    read: u64,
+    pub(crate) read: u64,
     /// Private copy of `write`; the shared one is read only when this one
     /// says the ring may be empty.
-    cached_write: u64,
+    pub(crate) cached_write: u64,
     /// Records handed out or stepped over and not yet released, in ring
     /// order: `read` advances over the released prefix.
-    held: VecDeque<Held>,
-    /// When the head record was first seen claimed but unpublished, or
-    /// last found to belong to a live producer.
-    stall_since: Option<Instant>,
-    /// The stalled head and when it first stalled: how long a producer
-    /// whose liveness cannot be checked has held it.
-    stalled_head: Option<(u64, Instant)>,
+    pub(crate) held: VecDeque<Held>,
+    /// Records stepped around while their live producer holds them: `read`
+    /// stops at the first, later records are delivered meanwhile.
+    pub(crate) pending: Vec<Pending>,
+    /// When the owners of pending records were last checked.
+    pub(crate) pending_checked: Option<Instant>,
+    /// When the head record was first seen claimed but unpublished.
+    pub(crate) stall_since: Option<Instant>,
     /// How long the last wait in `recv` lasted, to decide whether to spin.
     last_wait: Duration,
-    counters: Counters,
+    pub(crate) counters: Counters,
 }
 
 #[derive(Clone, Copy)]
-struct Held {
-    position: u64,
-    end: u64,
-    released: bool,
+pub(crate) struct Held {
+    pub position: u64,
+    pub end: u64,
+    pub released: bool,
 }
 
 #[derive(Default)]
-struct Counters {
-    frames: u64,
-    bytes: u64,
-    skipped: u64,
-    recovered: u64,
-    corrupt: u64,
-    sleeps: u64,
-    space_posts: u64,
+pub(crate) struct Counters {
+    pub frames: u64,
+    pub bytes: u64,
+    pub skipped: u64,
+    pub recovered: u64,
+    pub corrupt: u64,
+    pub sleeps: u64,
+    pub space_posts: u64,
+    pub stalls: u64,
+    pub late: u64,
+    pub killed: u64,
 }
 
 impl<B: Backing> Consumer<B> {
@@ -103,14 +112,8 @@ impl<B: Backing> Consumer<B> {
                 reason: format!("cursors out of order: read {read}, write {write}, capacity {}", geometry.capacity),
             });
         }
-        let line = &header.consumer;
-        line.pid.store(liveness::own_pid(), Ordering::Relaxed);
-        line.start_time.store(liveness::own_start_time(), Ordering::Relaxed);
-        line.pid_namespace.store(liveness::own_pid_namespace(), Ordering::Relaxed);
-        line.generation.fetch_add(1, Ordering::Relaxed);
-        // Release: SYNC POINT: pairs with the Acquire load of `state` in
-        // `producer::consumer_liveness`; pid and start time come first.
-        line.state.store(consumer_state::ATTACHED, Ordering::Release);
+        let own_namespace = liveness::own_pid_namespace();
+        let owner = take_consumer_line(header, own_namespace)?;
         header.peek.position.store(read, Ordering::Relaxed);
         let c = &header.consumed;
         let counters = Counters {
@@ -121,13 +124,28 @@ impl<B: Backing> Consumer<B> {
             corrupt: c.corrupt.load(Ordering::Relaxed),
             sleeps: c.sleeps.load(Ordering::Relaxed),
             space_posts: c.space_posts.load(Ordering::Relaxed),
+            stalls: c.stalls.load(Ordering::Relaxed),
+            late: c.late.load(Ordering::Relaxed),
+            killed: c.killed.load(Ordering::Relaxed),
         };
+        // Records a previous consumer stepped around are unpublished again
+        // from here: they stall the head and are judged anew.
+        c.stuck.store(0, Ordering::Relaxed);
         #[cfg(feature = "tracing")]
         tracing::info!(read, write, capacity = geometry.capacity, "consumer attached");
         Ok(Consumer {
-            stall_timeout: Duration::from_micros(geometry.stall_timeout_us.max(1)),
-            unverifiable_stall_timeout: DEFAULT_UNVERIFIABLE_STALL_TIMEOUT,
+            // Loom has no clock: a zero timeout (always passed) keeps the
+            // stall paths of a model deterministic.
+            stall_timeout: Duration::from_micros(if cfg!(loom) {
+                geometry.stall_timeout_us
+            } else {
+                geometry.stall_timeout_us.max(1)
+            }),
             spin_limit: if cfg!(loom) { Duration::ZERO } else { DEFAULT_SPIN_LIMIT },
+            owner,
+            own_namespace,
+            watches: RefCell::new(Vec::new()),
+            kill_stuck: false,
             backing,
             geometry,
             state: RefCell::new(State {
@@ -135,8 +153,9 @@ impl<B: Backing> Consumer<B> {
                 read,
                 cached_write: read,
                 held: VecDeque::new(),
+                pending: Vec::new(),
+                pending_checked: None,
                 stall_since: None,
-                stalled_head: None,
                 last_wait: Duration::ZERO,
                 counters,
             }),
@@ -150,18 +169,30 @@ impl<B: Backing> Consumer<B> {
     }
 
     /// How long an unpublished head record may stall before its producer's
-    /// liveness is checked.
+    /// liveness is checked: a dead producer's record is then stepped over,
+    /// a live one's is stepped around (later records are delivered, `read`
+    /// waits for it) and reported. Also how often the owners of such
+    /// records are checked again.
     pub fn set_stall_timeout(&mut self, timeout: Duration) {
         self.stall_timeout = timeout;
     }
 
-    /// How long a head record may stall when its producer's liveness cannot
-    /// be checked (it runs in another pid namespace, or in a sandbox that
-    /// hides `/proc`, as a renderer's does) before the producer is presumed
-    /// dead and the record stepped over. Default
-    /// [`DEFAULT_UNVERIFIABLE_STALL_TIMEOUT`].
-    pub fn set_unverifiable_stall_timeout(&mut self, timeout: Duration) {
-        self.unverifiable_stall_timeout = timeout;
+    /// Confirms the death of the producer that a launcher started with the
+    /// other half of `watch` (see [`liveness_pair`](crate::liveness_pair)):
+    /// its slots carry the watch's token, and the descriptor's hang-up is
+    /// its death. The only way to confirm the death of a producer in
+    /// another pid namespace (a sandboxed renderer): without a watch, its
+    /// claims are waited for as long as it takes, and reported.
+    pub fn watch_producer(&self, watch: ProducerWatch) {
+        self.watches.borrow_mut().push(watch);
+    }
+
+    /// Lets the consumer SIGKILL a producer that holds a claim past the
+    /// stall timeout while alive (a deadlocked thread, a leaked
+    /// reservation), when it runs as the same user in the consumer's pid
+    /// namespace, and step over its record once it is dead. Off by default.
+    pub fn set_kill_stuck_producers(&mut self, allowed: bool) {
+        self.kill_stuck = allowed;
     }
 
     /// How long `recv` may busy-poll before it sleeps, when its previous
@@ -183,11 +214,15 @@ impl<B: Backing> Consumer<B> {
         // record, and `peek` never passes `write`: the loop is bounded by
         // capacity / 64 passes even against a hostile producer.
         loop {
+            if let Some(frame) = self.resolve_pending(&mut st)? {
+                return Ok(Some(frame));
+            }
             let head = st.peek;
             if head == st.cached_write {
                 let write = self.load_write(&mut st)?;
                 if write == head {
                     st.stall_since = None;
+                    self.give_back_slots_if_wanted(&st);
                     return Ok(None);
                 }
             }
@@ -222,21 +257,34 @@ impl<B: Backing> Consumer<B> {
                 self.step_over(&mut st, head, end);
                 continue;
             }
-            let kind = record.kind.load(Ordering::Relaxed);
-            let flags = record.flags.load(Ordering::Relaxed);
-            let sequence = record.sequence.load(Ordering::Relaxed);
             st.peek = end;
             st.held.push_back(Held { position: head, end, released: false });
-            st.counters.frames += 1;
-            st.counters.bytes += len;
-            let header = self.header();
-            header.consumed.frames.store(st.counters.frames, Ordering::Relaxed);
-            header.consumed.bytes.store(st.counters.bytes, Ordering::Relaxed);
             // Relaxed: `peek` is published for introspection only.
-            header.peek.position.store(end, Ordering::Relaxed);
-            let received = Received { position: head, len: len as usize, kind, flags, producer, sequence };
-            return Ok(Some(Frame::new(self, self.backing.payload(head), received)));
+            self.header().peek.position.store(end, Ordering::Relaxed);
+            return Ok(Some(self.frame(&mut st, head, len, producer, false)));
         }
+    }
+
+    /// Counts and hands out the published record at `position` (already in
+    /// `held`), `late` when its producer committed it after the consumer
+    /// stepped around it.
+    pub(crate) fn frame(&self, st: &mut State, position: u64, len: u64, producer: u32, late: bool) -> Frame<'_, B> {
+        let record = self.backing.record(position);
+        st.counters.frames += 1;
+        st.counters.bytes += len;
+        let header = self.header();
+        header.consumed.frames.store(st.counters.frames, Ordering::Relaxed);
+        header.consumed.bytes.store(st.counters.bytes, Ordering::Relaxed);
+        let received = Received {
+            position,
+            len: len as usize,
+            kind: record.kind.load(Ordering::Relaxed),
+            flags: record.flags.load(Ordering::Relaxed),
+            producer,
+            sequence: record.sequence.load(Ordering::Relaxed),
+            late,
+        };
+        Frame::new(self, self.backing.payload(position), received)
     }
 
     /// Waits for the next record, as long as it takes.
@@ -273,6 +321,11 @@ impl<B: Backing> Consumer<B> {
                 let due = (since + self.stall_timeout).saturating_duration_since(Instant::now());
                 slice = slice.min(due + Duration::from_micros(100));
             }
+            let seq = &self.header().waiters.data_seq;
+            // Acquire: SYNC POINT: pairs with the Release bump of `data_seq`
+            // in `Producer::wake_consumer`: a bump after this load makes the
+            // sleep below return at once.
+            let expected = seq.load(Ordering::Acquire);
             if let Some(deadline) = deadline {
                 let now = Instant::now();
                 if now >= deadline {
@@ -295,7 +348,7 @@ impl<B: Backing> Consumer<B> {
                 st.counters.sleeps += 1;
                 self.header().consumed.sleeps.store(st.counters.sleeps, Ordering::Relaxed);
             }
-            self.backing.data_available().wait(slice);
+            self.backing.signal().wait(seq, expected, slice);
             waiting.store(0, Ordering::Relaxed);
         }
     }
@@ -348,7 +401,7 @@ impl<B: Backing> Consumer<B> {
         st.cached_write.saturating_sub(st.read)
     }
 
-    fn header(&self) -> &Header {
+    pub(crate) fn header(&self) -> &Header {
         self.backing.header()
     }
 
@@ -376,74 +429,9 @@ impl<B: Backing> Consumer<B> {
         Ok(write)
     }
 
-    /// The head record is claimed but unpublished. Returns whether the
-    /// stall was resolved (the head moved).
-    fn on_stall(&self, st: &mut State) -> Result<bool> {
-        let now = Instant::now();
-        let since = *st.stall_since.get_or_insert(now);
-        if now.duration_since(since) < self.stall_timeout {
-            return Ok(false);
-        }
-        let head = st.peek;
-        let began = match st.stalled_head {
-            Some((position, began)) if position == head => began,
-            _ => st.stalled_head.insert((head, since)).1,
-        };
-        let unverifiable_expired = now.duration_since(began) >= self.unverifiable_stall_timeout;
-        let verdict = recovery::examine_stall(
-            self.header(),
-            &self.geometry,
-            self.backing.as_ref(),
-            head,
-            st.cached_write,
-            unverifiable_expired,
-        );
-        match verdict {
-            StallVerdict::OwnerAlive => {
-                // A slow producer: never skip it. Check again later.
-                st.stall_since = Some(now);
-                Ok(false)
-            }
-            StallVerdict::Published => Ok(true),
-            StallVerdict::OwnerDead { size, pid, presumed } => {
-                st.counters.recovered += 1;
-                self.header().consumed.recovered.store(st.counters.recovered, Ordering::Relaxed);
-                #[cfg(feature = "tracing")]
-                if presumed {
-                    tracing::warn!(
-                        position = head,
-                        size,
-                        pid,
-                        stalled_ms = now.duration_since(began).as_millis() as u64,
-                        "producer in another pid namespace held its claim past the unverifiable stall timeout; \
-                         presumed dead, record recovered"
-                    );
-                } else {
-                    tracing::warn!(
-                        position = head,
-                        size,
-                        pid,
-                        "producer died between claim and commit; record recovered"
-                    );
-                }
-                let _ = (pid, presumed);
-                self.step_over(st, head, head + size);
-                // Producers that died together often left claims back to
-                // back: check the next stalled head at once, not after
-                // another full timeout.
-                st.stall_since = now.checked_sub(self.stall_timeout);
-                recovery::free_dead_slots(self.header(), st.peek);
-                Ok(true)
-            }
-            StallVerdict::Unclaimed => {
-                Err(self.corrupt(st, head, "unpublished record that no producer claims".to_string()))
-            }
-        }
-    }
-
     /// Counts a corrupt record at `position`, steps to the next safe point
     /// after it, and returns the error to report.
-    fn corrupt(&self, st: &mut State, position: u64, reason: String) -> Error {
+    pub(crate) fn corrupt(&self, st: &mut State, position: u64, reason: String) -> Error {
         st.counters.corrupt += 1;
         self.header().consumed.corrupt.store(st.counters.corrupt, Ordering::Relaxed);
         #[cfg(feature = "tracing")]
@@ -457,7 +445,7 @@ impl<B: Backing> Consumer<B> {
 
     /// Moves `peek` from `position` to `end` over a range nobody will read
     /// (skip record, recovered or corrupt record): it is released at once.
-    fn step_over(&self, st: &mut State, position: u64, end: u64) {
+    pub(crate) fn step_over(&self, st: &mut State, position: u64, end: u64) {
         debug_assert_eq!(st.peek, position);
         st.peek = end;
         self.header().peek.position.store(end, Ordering::Relaxed);
@@ -474,7 +462,7 @@ impl<B: Backing> Consumer<B> {
         self.advance_read(&mut st);
     }
 
-    fn advance_read(&self, st: &mut State) {
+    pub(crate) fn advance_read(&self, st: &mut State) {
         let before = st.read;
         while let Some(front) = st.held.front().copied() {
             if !front.released {
@@ -494,7 +482,12 @@ impl<B: Backing> Consumer<B> {
         // `Producer::sleep_for_space`.
         fence(Ordering::SeqCst);
         if header.waiters.producers_waiting.load(Ordering::Relaxed) != 0 {
-            self.backing.space_available().post();
+            let seq = &header.waiters.space_seq;
+            // Release: SYNC POINT: pairs with the Acquire load of
+            // `space_seq` in `Producer::sleep_for_space`. Every sleeper is
+            // woken: each re-checks the room it needs.
+            seq.fetch_add(1, Ordering::Release);
+            self.backing.signal().wake(seq, true);
             st.counters.space_posts += 1;
             header.consumed.space_posts.store(st.counters.space_posts, Ordering::Relaxed);
         }
@@ -548,10 +541,51 @@ impl<B: Backing> Consumer<B> {
     }
 }
 
+/// Takes the consumer line with one CAS on its owner word: refused while a
+/// consumer that can be checked lives, or one that cannot be checked (in
+/// another pid namespace) is attached, and when another consumer wins the
+/// same CAS. Returns the owner word written.
+fn take_consumer_line(header: &Header, own_namespace: u64) -> Result<u64> {
+    let line = &header.consumer;
+    // Acquire: SYNC POINT: pairs with the Release store of ATTACHED below
+    // (by an earlier consumer): its pid and start time come with it.
+    let current = line.owner.load(Ordering::Acquire);
+    let pid = line.pid.load(Ordering::Relaxed);
+    let in_use = || Error::InUse { name: header.name(), pid };
+    if matches!(owner_state(current), consumer_state::ATTACHED | consumer_state::ATTACHING) {
+        let checkable = liveness::same_namespace(own_namespace, line.pid_namespace.load(Ordering::Relaxed));
+        if !checkable || liveness::check(pid, line.start_time.load(Ordering::Relaxed)) == Liveness::Alive {
+            return Err(in_use());
+        }
+    }
+    let generation = (current >> 32) as u32 + 1;
+    line.owner
+        // AcqRel: SYNC POINT: Acquire pairs with the previous owner's
+        // Release (as above); Release orders nothing yet (the identity is
+        // published by the store of ATTACHED).
+        .compare_exchange(
+            current,
+            consumer_owner(consumer_state::ATTACHING, generation),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .map_err(|_| in_use())?;
+    line.pid.store(liveness::own_pid(), Ordering::Relaxed);
+    line.start_time.store(liveness::own_start_time(), Ordering::Relaxed);
+    line.pid_namespace.store(own_namespace, Ordering::Relaxed);
+    let owner = consumer_owner(consumer_state::ATTACHED, generation);
+    // Release: SYNC POINT: pairs with the Acquire loads of `owner` in
+    // `producer::consumer_liveness` and above; pid and start time first.
+    line.owner.store(owner, Ordering::Release);
+    Ok(owner)
+}
+
 impl<B: Backing> Drop for Consumer<B> {
     fn drop(&mut self) {
+        let closed = consumer_owner(consumer_state::CLOSED, (self.owner >> 32) as u32);
         // Release: SYNC POINT: pairs with the Acquire load in
         // `producer::consumer_liveness`: producers learn the ring is closed.
-        self.header().consumer.state.store(consumer_state::CLOSED, Ordering::Release);
+        // A CAS: a consumer that took over the line is not closed by us.
+        let _ = self.header().consumer.owner.compare_exchange(self.owner, closed, Ordering::Release, Ordering::Relaxed);
     }
 }

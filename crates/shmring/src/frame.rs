@@ -69,6 +69,7 @@ pub struct Frame<'a, B: Backing> {
     flags: u32,
     producer: u32,
     sequence: u64,
+    late: bool,
 }
 
 /// The header fields of a received record, as the consumer checked them.
@@ -79,14 +80,23 @@ pub(crate) struct Received {
     pub flags: u32,
     pub producer: u32,
     pub sequence: u64,
+    /// Committed after the consumer stepped around it.
+    pub late: bool,
 }
 
 impl<'a, B: Backing> Frame<'a, B> {
     /// A frame for a record `consumer` has handed out (and will release
     /// when the frame drops).
     pub(crate) fn new(consumer: &'a Consumer<B>, data: *const u8, record: Received) -> Self {
-        let Received { position, len, kind, flags, producer, sequence } = record;
-        Frame { consumer, position, data, len, kind, flags, producer, sequence }
+        let Received { position, len, kind, flags, producer, sequence, late } = record;
+        Frame { consumer, position, data, len, kind, flags, producer, sequence, late }
+    }
+
+    /// Whether its producer committed it late: it held the record past
+    /// the stall timeout, alive, so the consumer stepped around it and may
+    /// have delivered records after it first.
+    pub fn is_late(&self) -> bool {
+        self.late
     }
 
     /// The record kind the producer set.
@@ -153,6 +163,7 @@ impl<'a, B: Backing> Frame<'a, B> {
             flags: frame.flags,
             producer: frame.producer,
             sequence: frame.sequence,
+            late: frame.late,
         };
         // The frame's release (its `Drop`, skipped here) becomes the lease's.
         Lease::new(frame.consumer.lease_table().clone(), frame.consumer.backing().clone(), frame.data, record)

@@ -21,7 +21,7 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 /// "SHMRING\0", little-endian: the first word of every segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRING\0");
 /// Bumped whenever anything in this file changes meaning or place.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Stored last by the creator (Release); attach reads it first (Acquire).
 pub const INITIALISED: u32 = u32::from_le_bytes(*b"INIT");
 /// Size of one shared line: each hot word gets one to itself.
@@ -55,17 +55,20 @@ const STAMP_SKIPPED: u64 = 2;
 /// `ProducerSlot::inflight_pos` when the slot has never claimed anything.
 pub const NO_CLAIM: u64 = u64::MAX;
 
-/// `ProducerSlot::state` values.
+/// The state half of `ProducerSlot::owner`. Every change of state is one
+/// CAS on the whole word, whose generation changes each time the slot is
+/// taken: an owner that lost its slot can never give back its successor's.
 pub mod slot_state {
     /// Nobody owns the slot.
     pub const FREE: u32 = 0;
-    /// A producer is filling in its identity; not yet visible to recovery.
+    /// A producer is filling in its identity; not yet visible to recovery,
+    /// and never taken back by anyone but that producer.
     pub const JOINING: u32 = 1;
     /// An attached producer owns the slot.
     pub const ACTIVE: u32 = 2;
 }
 
-/// `ConsumerLine::state` values.
+/// The state half of `ConsumerLine::owner`.
 pub mod consumer_state {
     /// No consumer has attached yet (or the segment was just created).
     pub const NONE: u32 = 0;
@@ -73,6 +76,8 @@ pub mod consumer_state {
     pub const ATTACHED: u32 = 1;
     /// The consumer closed the ring on purpose.
     pub const CLOSED: u32 = 2;
+    /// A consumer won the attach CAS and is writing its identity.
+    pub const ATTACHING: u32 = 3;
 }
 
 /// Written once by the creator, then read-only.
@@ -104,16 +109,24 @@ pub struct Identity {
 /// Who consumes, so producers can tell when it is gone.
 #[repr(C, align(128))]
 pub struct ConsumerLine {
+    /// State ([`consumer_state`], low 32 bits) and the number of consumers
+    /// that attached so far (high 32 bits): attaching is one CAS on it, so
+    /// two consumers never both win.
+    pub owner: AtomicU64,
     pub pid: AtomicU32,
-    pub state: AtomicU32,
+    _reserved: AtomicU32,
     /// Process start time in clock ticks since boot (`/proc/PID/stat` field
     /// 22), so a recycled pid is not mistaken for the consumer.
     pub start_time: AtomicU64,
-    /// Incremented by each consumer that attaches.
-    pub generation: AtomicU64,
     /// The consumer's pid namespace (0: unknown), so a producer in another
     /// namespace knows the pid above means nothing to it.
     pub pid_namespace: AtomicU64,
+}
+
+/// Packs the consumer line's state and generation.
+#[inline]
+pub const fn consumer_owner(state: u32, generation: u32) -> u64 {
+    (generation as u64) << 32 | state as u64
 }
 
 /// One cursor alone on its line.
@@ -122,13 +135,22 @@ pub struct Cursor {
     pub position: AtomicU64,
 }
 
-/// Sleep announcements (see `signal`).
+/// Sleep announcements and the futex words sleepers wait on (see
+/// `signal`). They live in the sealed segment, so no peer can truncate
+/// what the consumer sleeps on.
 #[repr(C, align(128))]
 pub struct Waiters {
-    /// Non-zero while the consumer is (about to be) asleep on "data available".
+    /// Non-zero while the consumer is (about to be) asleep on `data_seq`.
     pub consumer_waiting: AtomicU32,
-    /// Number of producers (about to be) asleep on "space available".
+    /// Number of producers (about to be) asleep on `space_seq`.
     pub producers_waiting: AtomicU32,
+    /// Bumped by a producer that wakes the sleeping consumer.
+    pub data_seq: AtomicU32,
+    /// Bumped by the consumer when it frees space for sleeping producers.
+    pub space_seq: AtomicU32,
+    /// Set by a producer that found every slot taken: the consumer gives
+    /// back the slots of producers whose death it can confirm.
+    pub slots_wanted: AtomicU32,
 }
 
 /// Counters only the consumer writes.
@@ -144,8 +166,18 @@ pub struct ConsumerCounters {
     pub corrupt: AtomicU64,
     /// Times the consumer went to sleep on "data available".
     pub sleeps: AtomicU64,
-    /// Times the consumer woke a producer sleeping on "space available".
+    /// Times the consumer woke producers sleeping for space.
     pub space_posts: AtomicU64,
+    /// Claims that a live producer (or one whose death cannot be
+    /// confirmed) held past the stall timeout; records after them were
+    /// delivered meanwhile.
+    pub stalls: AtomicU64,
+    /// Records committed after later ones were delivered.
+    pub late: AtomicU64,
+    /// Records waiting on such a producer right now.
+    pub stuck: AtomicU64,
+    /// Stuck producers the consumer killed (when allowed to).
+    pub killed: AtomicU64,
 }
 
 /// Counters of producers that have detached, so totals survive slot reuse.
@@ -163,17 +195,23 @@ pub struct RetiredCounters {
 /// making (for recovery if it dies), and its counters.
 #[repr(C, align(128))]
 pub struct ProducerSlot {
-    /// State (low 32 bits, [`slot_state`]) and owner pid (high 32 bits) in
-    /// one word, so a slot is never taken without saying by whom: a
-    /// producer killed while joining still leaves its pid behind.
+    /// State (bits 0-7, [`slot_state`]), generation (bits 8-31, bumped each
+    /// time the slot is taken) and owner pid (bits 32-63) in one word, so a
+    /// slot is never taken without saying by whom, and every transition is
+    /// one CAS that fails for anyone holding an older generation.
     pub owner: AtomicU64,
     pub start_time: AtomicU64,
-    /// Position the producer is claiming or has claimed last. Stored
-    /// (Release) *before* the CAS on `write`, so a producer killed right
-    /// after its claim still tells the consumer where the record is.
+    /// Position the producer is about to claim. Stored (Release) *before*
+    /// the CAS on `write`, so a producer killed right after its claim still
+    /// tells the consumer where the record is; [`NO_CLAIM`] again once it
+    /// gives up.
     pub inflight_pos: AtomicU64,
     /// Total record size of that claim (header span + padded payload).
     pub inflight_size: AtomicU64,
+    /// Position of the claim this producer won and has not published yet
+    /// (stored right after its CAS), [`NO_CLAIM`] otherwise: tells the
+    /// winner from a producer that announced the same position and lost.
+    pub claimed_pos: AtomicU64,
     pub frames: AtomicU64,
     pub bytes: AtomicU64,
     /// Frames dropped because the ring was full (drop policy or timeout).
@@ -184,24 +222,31 @@ pub struct ProducerSlot {
     pub data_posts: AtomicU64,
     /// Times this producer slept waiting for space.
     pub waits: AtomicU64,
-    /// Bumped each time the slot is taken, to tell owners apart in `stat`.
-    pub generation: AtomicU64,
     /// The owner's pid namespace (0: unknown, e.g. a sandbox without
     /// `/proc`). A pid from another namespace cannot be checked by the
-    /// consumer: see `recovery`.
+    /// consumer: see `liveness`.
     pub pid_namespace: AtomicU64,
+    /// Names the liveness descriptor the owner's launcher handed the
+    /// consumer (0: none): its hang-up confirms the owner's death.
+    pub liveness_token: AtomicU64,
 }
 
-/// Packs a slot's state and owner pid into its `owner` word.
+/// Packs a slot's state, generation (24 bits) and owner pid.
 #[inline]
-pub const fn slot_owner(state: u32, pid: u32) -> u64 {
-    (pid as u64) << 32 | state as u64
+pub const fn slot_owner(state: u32, generation: u32, pid: u32) -> u64 {
+    (pid as u64) << 32 | ((generation & 0xff_ffff) as u64) << 8 | (state & 0xff) as u64
 }
 
-/// The state half of a slot's `owner` word.
+/// The state part of a slot's `owner` word.
 #[inline]
 pub const fn owner_state(owner: u64) -> u32 {
-    owner as u32
+    (owner & 0xff) as u32
+}
+
+/// The generation part of a slot's `owner` word.
+#[inline]
+pub const fn owner_generation(owner: u64) -> u32 {
+    ((owner >> 8) & 0xff_ffff) as u32
 }
 
 /// The pid half of a slot's `owner` word.
@@ -267,7 +312,10 @@ mod checks {
     const _: () = assert!(size_of::<ProducerSlot>() == LINE);
     const _: () = assert!(offset_of!(ProducerSlot, inflight_pos) == 16);
     const _: () = assert!(offset_of!(ProducerSlot, pid_namespace) == 88);
+    const _: () = assert!(offset_of!(ProducerSlot, claimed_pos) == 32);
+    const _: () = assert!(offset_of!(ProducerSlot, liveness_token) == 96);
     const _: () = assert!(offset_of!(ConsumerLine, pid_namespace) == 24);
+    const _: () = assert!(offset_of!(Waiters, data_seq) == 8);
     const _: () = assert!(offset_of!(Header, consumer) == LINE);
     const _: () = assert!(offset_of!(Header, write) == 2 * LINE);
     const _: () = assert!(offset_of!(Header, peek) == 3 * LINE);
@@ -368,16 +416,22 @@ impl Header {
                 name: line::<8>(),
             },
             consumer: ConsumerLine {
+                owner: atomic_u64(0),
                 pid: atomic_u32(0),
-                state: atomic_u32(0),
+                _reserved: atomic_u32(0),
                 start_time: atomic_u64(0),
-                generation: atomic_u64(0),
                 pid_namespace: atomic_u64(0),
             },
             write: Cursor { position: atomic_u64(0) },
             peek: Cursor { position: atomic_u64(0) },
             read: Cursor { position: atomic_u64(0) },
-            waiters: Waiters { consumer_waiting: atomic_u32(0), producers_waiting: atomic_u32(0) },
+            waiters: Waiters {
+                consumer_waiting: atomic_u32(0),
+                producers_waiting: atomic_u32(0),
+                data_seq: atomic_u32(0),
+                space_seq: atomic_u32(0),
+                slots_wanted: atomic_u32(0),
+            },
             consumed: ConsumerCounters {
                 frames: atomic_u64(0),
                 bytes: atomic_u64(0),
@@ -386,6 +440,10 @@ impl Header {
                 corrupt: atomic_u64(0),
                 sleeps: atomic_u64(0),
                 space_posts: atomic_u64(0),
+                stalls: atomic_u64(0),
+                late: atomic_u64(0),
+                stuck: atomic_u64(0),
+                killed: atomic_u64(0),
             },
             retired: RetiredCounters {
                 frames: atomic_u64(0),
@@ -400,14 +458,15 @@ impl Header {
                 start_time: atomic_u64(0),
                 inflight_pos: atomic_u64(0),
                 inflight_size: atomic_u64(0),
+                claimed_pos: atomic_u64(0),
                 frames: atomic_u64(0),
                 bytes: atomic_u64(0),
                 drops: atomic_u64(0),
                 rejected: atomic_u64(0),
                 data_posts: atomic_u64(0),
                 waits: atomic_u64(0),
-                generation: atomic_u64(0),
                 pid_namespace: atomic_u64(0),
+                liveness_token: atomic_u64(0),
             }),
         }
     }
@@ -434,6 +493,7 @@ impl Header {
         }
         for slot in &self.slots {
             slot.inflight_pos.store(NO_CLAIM, Ordering::Relaxed);
+            slot.claimed_pos.store(NO_CLAIM, Ordering::Relaxed);
         }
         // Release: publishes every store above. SYNC POINT: pairs with the
         // Acquire load of `initialised` in `Layout::validate`.

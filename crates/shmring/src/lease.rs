@@ -183,8 +183,12 @@ impl<B: Backing> Drop for Lease<B> {
         // `Consumer::recv_deadline`: either the consumer sees `pending` in
         // its re-check before sleeping, or we see it waiting and wake it.
         crate::sync::fence(Ordering::SeqCst);
-        if self.backing.header().waiters.consumer_waiting.load(Ordering::Relaxed) != 0 {
-            self.backing.data_available().post();
+        let waiters = &self.backing.header().waiters;
+        if waiters.consumer_waiting.load(Ordering::Relaxed) != 0 {
+            // Release: SYNC POINT: pairs with the consumer's Acquire load of
+            // `data_seq` before it sleeps, as in `Producer::wake_consumer`.
+            waiters.data_seq.fetch_add(1, Ordering::Release);
+            self.backing.signal().wake(&waiters.data_seq, false);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! What a crashed consumer leaves behind (named semaphores, a rendezvous
-//! socket, its owner file) and taking it back.
+//! What a crashed consumer leaves behind (a rendezvous socket, its owner
+//! file, and the named semaphores of rings of layout version 2) and taking
+//! it back.
 //!
 //! A named ring is owned through `RUNTIME_DIR/NAME.owner`, created with
 //! `O_EXCL` and holding the owner's pid and start time. Creating a ring whose
@@ -14,7 +15,13 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::liveness::{self, Liveness};
 use crate::name;
-use crate::signal;
+
+/// Where glibc kept the semaphores of rings of layout version 2 (version 3
+/// keeps its signalling words in the segment): found and removed as
+/// leftovers.
+fn semaphore_path(ring: &str, role: &str) -> String {
+    format!("/dev/shm/sem.shmring.{ring}.{role}")
+}
 
 /// Ownership of a ring name; the owner file is removed on drop.
 #[derive(Debug)]
@@ -39,8 +46,8 @@ pub(crate) fn take_name(ring: &str) -> Result<OwnerFile> {
             Ok(mut file) => {
                 let line = format!("{} {}\n", liveness::own_pid(), liveness::own_start_time());
                 file.write_all(line.as_bytes()).map_err(|e| Error::os_from("write owner file", e))?;
-                // We own the name: semaphores still there are leftovers of
-                // an owner that died before writing its owner file.
+                // We own the name: objects still there are leftovers of an
+                // owner that died before writing its owner file.
                 remove_named_objects(ring);
                 return Ok(OwnerFile { path });
             }
@@ -68,12 +75,13 @@ fn read_owner(path: &std::path::Path) -> Option<(u32, u64)> {
     Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
 }
 
-/// Removes the semaphores and rendezvous socket of ring `ring`.
+/// Removes the rendezvous socket (and old semaphores) of ring `ring`.
 fn remove_named_objects(ring: &str) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     for role in ["data", "space"] {
-        if signal::unlink_named(ring, role).is_ok() {
-            removed.push(PathBuf::from(signal::semaphore_path(ring, role)));
+        let path = PathBuf::from(semaphore_path(ring, role));
+        if std::fs::remove_file(&path).is_ok() {
+            removed.push(path);
         }
     }
     let socket = name::socket_path(ring);
@@ -91,9 +99,9 @@ pub struct Leftover {
     pub owner_pid: Option<u32>,
     /// Whether that owner is alive (then nothing is removed).
     pub owner_alive: bool,
-    /// A process that has one of the ring's semaphores mapped: the ring is
-    /// in use, whatever its owner file says (its owner may keep its files
-    /// in another runtime directory), and nothing is removed.
+    /// A process that has the ring's segment mapped: the ring is in use,
+    /// whatever its owner file says (its owner may keep its files in
+    /// another runtime directory), and nothing is removed.
     pub mapped_by: Option<u32>,
     pub paths: Vec<PathBuf>,
 }
@@ -105,23 +113,22 @@ impl Leftover {
     }
 }
 
-/// A process that has a semaphore of ring `ring` mapped (named, not
-/// unlinked), from `/proc/PID/maps`.
+/// A process that has the segment of ring `ring` mapped, from
+/// `/proc/PID/maps` (a memfd maps as `/memfd:shmring.NAME (deleted)`).
 fn mapped_by(ring: &str) -> Option<u32> {
-    let paths = ["data", "space"].map(|role| signal::semaphore_path(ring, role));
+    let segment = format!("/memfd:shmring.{ring} (deleted)");
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { continue };
-        // An unlinked file's mapping ends in " (deleted)" and does not match.
-        if maps.lines().any(|line| paths.iter().any(|path| line.ends_with(path.as_str()))) {
+        if maps.lines().any(|line| line.ends_with(segment.as_str())) {
             return Some(pid);
         }
     }
     None
 }
 
-/// Lists every ring name with objects on this machine: semaphores in
-/// `/dev/shm`, sockets and owner files in the runtime directory.
+/// Lists every ring name with objects on this machine: sockets and owner
+/// files in the runtime directory, old semaphores in `/dev/shm`.
 pub fn scan() -> Vec<Leftover> {
     let mut names = std::collections::BTreeMap::<String, Vec<PathBuf>>::new();
     if let Ok(entries) = std::fs::read_dir("/dev/shm") {
@@ -155,7 +162,7 @@ pub fn scan() -> Vec<Leftover> {
 
 /// Removes the objects of ring `ring` if its owner is dead (or unknown)
 /// and no process uses them, and returns the paths removed; refused while
-/// the owner lives or a process has the ring's semaphores mapped.
+/// the owner lives or a process has the ring's segment mapped.
 pub fn remove(ring: &str) -> Result<Vec<PathBuf>> {
     name::validate(ring)?;
     let owner_path = name::owner_path(ring);

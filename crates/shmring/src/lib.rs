@@ -5,8 +5,17 @@
 //! Producers (threads or processes) claim space with one CAS, write a
 //! record in place and publish it with one Release store. The consumer
 //! reads records where they lie and frees their space when it drops them.
-//! Named POSIX semaphores wake a sleeping side; while both sides are busy no
-//! system call is made.
+//! Futex words inside the sealed segment wake a sleeping side; while both
+//! sides are busy no system call is made.
+//!
+//! A record stalls only the records behind it that its producer holds: a
+//! producer that stops (or is stopped) between claim and commit has its
+//! record stepped around, the ones after it are delivered, and its record
+//! comes late when it commits. Its space is given up only once its death is
+//! *confirmed*: by pid and start time in the consumer's pid namespace, or
+//! by the hang-up of a liveness descriptor (see [`liveness_pair`]) for a
+//! producer in another one, such as a sandboxed renderer. No timeout ever
+//! presumes a producer dead.
 //!
 //! ```
 //! use shmring::{Consumer, Producer, RingOptions};
@@ -24,6 +33,12 @@
 //! slot.copy_from_slice(&[1, 2, 3, 4]);
 //! slot.set_kind(2);
 //! slot.commit();
+//!
+//! // A producer process launched with a liveness pair: the consumer then
+//! // learns of its death even from another pid namespace.
+//! let (producer_half, watch) = shmring::liveness_pair()?;
+//! consumer.watch_producer(watch);
+//! let _for_the_child = consumer.fds().with_liveness(producer_half)?;
 //!
 //! let first = consumer.recv()?;
 //! assert_eq!((first.kind(), first.to_vec()), (1, b"hello".to_vec()));
@@ -80,10 +95,10 @@
 //! Modules, one concept each: [`layout`] (the shared contract), `segment`
 //! (memfd, seals, double mapping), `producer` and `consumer` (the protocol),
 //! `frame` (what the consumer hands out), `lease` (frames released on any
-//! thread),
-//! `signal` (waiter flags and semaphores), `recovery` (dead producers and
-//! corrupt records), `liveness`, [`stats`], `name`, and `rendezvous`
-//! (attach by name).
+//! thread), `claims` (this process's claims), `signal` (waiter flags and
+//! futex words), `stall` (records held by live producers), `recovery`
+//! (owners of stalled records, dead producers, corrupt records),
+//! [`liveness`], [`stats`], `name`, and `rendezvous` (attach by name).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -91,13 +106,14 @@
 #![allow(missing_debug_implementations)]
 
 mod backing;
+mod claims;
 mod consumer;
 mod error;
 mod frame;
 pub mod layout;
 mod lease;
 pub mod leftovers;
-mod liveness;
+pub mod liveness;
 mod name;
 mod producer;
 mod recovery;
@@ -106,6 +122,7 @@ pub mod rendezvous;
 mod ring;
 mod segment;
 mod signal;
+mod stall;
 pub mod stats;
 mod sync;
 
@@ -113,22 +130,24 @@ mod sync;
 mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod protocol_tests;
+#[cfg(all(test, not(loom)))]
+mod stall_tests;
 
 #[cfg(all(any(test, feature = "heap"), not(loom)))]
 pub use backing::heap::HeapBacking;
 pub use backing::Backing;
-pub use consumer::{Consumer, DEFAULT_SPIN_LIMIT, DEFAULT_UNVERIFIABLE_STALL_TIMEOUT};
+pub use consumer::{Consumer, DEFAULT_SPIN_LIMIT};
 pub use error::{Error, Result};
 pub use frame::{Frame, SharedBytes};
 pub use lease::{Lease, DEFAULT_LEASE_LIMIT};
-pub use liveness::Liveness;
+pub use liveness::{liveness_pair, Liveness, ProducerLiveness, ProducerWatch};
 pub use name::{runtime_dir, socket_path, validate as validate_name};
 pub use producer::{FullPolicy, Producer, Reservation};
 #[cfg(feature = "rendezvous")]
 pub use rendezvous::{AccessPolicy, RendezvousServer};
 pub use ring::{InheritableFds, MappedRing, RingConsumer, RingFds, RingHost, RingOptions, RingProducer};
 pub use segment::HugePages;
-pub use signal::{Semaphore, Signal};
+pub use signal::{Futex, Signal};
 pub use stats::{ProducerStats, RingView, Stats};
 
 /// Process liveness checks (pid + start time) used by recovery.

@@ -1,8 +1,19 @@
-//! Is a process still there? A pid alone is not enough (pids are recycled),
-//! so every pid in the header travels with the process start time, and a
-//! zombie (killed, not yet reaped) counts as dead.
+//! Is a process still there? Recovery steps over a claim only once its
+//! producer's death is *confirmed*, never because a timeout ran out:
+//!
+//! - in the consumer's own pid namespace, by pid and start time (pids are
+//!   recycled), a thread group counting as alive while any of its threads
+//!   runs (a main thread that exited leaves a zombie leader behind);
+//! - in any other namespace (a sandboxed renderer's pid means nothing
+//!   here), by a liveness descriptor that only the producer process holds:
+//!   one end of a socket pair, or a pidfd, that its launcher handed the
+//!   consumer as a [`ProducerWatch`]; its hang-up is the death.
+//!
+//! Anything else is [`Verdict::Unknown`]: treated as alive, and reported
+//! when it holds a claim too long.
 
 use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// What a liveness check found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,24 +22,36 @@ pub enum Liveness {
     Dead,
 }
 
+/// What the consumer knows about a producer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Alive,
+    /// Its death is confirmed: its claims may be stepped over.
+    Dead,
+    /// Nothing can confirm it either way: treated as alive.
+    Unknown,
+}
+
 /// This process's pid as the kernel reports it to us.
 pub fn own_pid() -> u32 {
     std::process::id()
 }
 
 /// This process's start time, or 0 when `/proc` cannot be read (inside a
-/// sandbox that forbids `open()`); the consumer then relies on the pid.
+/// sandbox that forbids `open()`).
 pub fn own_start_time() -> u64 {
     read_stat("/proc/self/stat").map(|s| s.start_time).unwrap_or(0)
 }
 
 /// The inode number of this process's pid namespace, or 0 when it cannot
-/// be read (no `/proc`, as in a sandboxed renderer). Not cached: a process
-/// forked after `unshare(CLONE_NEWPID)` lives in another namespace than its
-/// parent, and this is read only when joining or examining a stall.
+/// be read (no `/proc`, as in a sandboxed renderer). Read once per attach:
+/// a process forked after `unshare(CLONE_NEWPID)` lives in another
+/// namespace than its parent.
 pub fn own_pid_namespace() -> u64 {
+    // Miri has no `/proc`: one made-up namespace, so heap-backed tests
+    // judge pids as processes of one namespace do.
     #[cfg(miri)]
-    return 0;
+    return 1;
     #[cfg(not(miri))]
     {
         let link = std::fs::read_link("/proc/self/ns/pid").ok();
@@ -40,16 +63,13 @@ pub fn own_pid_namespace() -> u64 {
     }
 }
 
-/// Whether a pid that a process in pid namespace `namespace` recorded names
-/// the same process here, so [`check`] can answer for it. A process that
-/// could not read its namespace (0) is presumed to be in another one; when
-/// this process cannot read its own, nothing better than the pid is known.
-pub fn pid_comparable(namespace: u64) -> bool {
-    let own = own_pid_namespace();
-    own == 0 || namespace == own
+/// Whether a pid recorded by a process of namespace `theirs` can be
+/// checked by a process of namespace `ours`: both known and equal.
+pub fn same_namespace(ours: u64, theirs: u64) -> bool {
+    ours != 0 && ours == theirs
 }
 
-/// Checks `pid`, started at `start_time` (0: unknown).
+/// Checks `pid`, started at `start_time` (0: unknown), in our namespace.
 pub fn check(pid: u32, start_time: u64) -> Liveness {
     if pid == 0 || pid > i32::MAX as u32 {
         return Liveness::Dead;
@@ -65,8 +85,10 @@ pub fn check(pid: u32, start_time: u64) -> Liveness {
     }
     match read_stat(&format!("/proc/{pid}/stat")) {
         Some(stat) => {
-            let zombie = matches!(stat.state, b'Z' | b'X' | b'x');
             let recycled = start_time != 0 && stat.start_time != start_time;
+            // A zombie leader whose other threads still run is a live
+            // process (its main thread called `pthread_exit`).
+            let zombie = matches!(stat.state, b'Z' | b'X' | b'x') && !other_threads_run(pid);
             if zombie || recycled {
                 Liveness::Dead
             } else {
@@ -76,6 +98,24 @@ pub fn check(pid: u32, start_time: u64) -> Liveness {
         // `kill` says it exists and /proc is not readable here: trust kill.
         None => Liveness::Alive,
     }
+}
+
+/// Whether a thread of `pid` other than its leader is still running.
+fn other_threads_run(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().any(|task| {
+        let tid = task.file_name();
+        tid.to_str() != Some(&pid.to_string())
+            && read_stat(&format!("/proc/{pid}/task/{}/stat", tid.to_string_lossy()))
+                .is_some_and(|stat| !matches!(stat.state, b'Z' | b'X' | b'x'))
+    })
+}
+
+/// The real user id of `pid`, from `/proc`.
+pub(crate) fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 struct Stat {
@@ -101,6 +141,149 @@ fn read_stat(path: &str) -> Option<Stat> {
     Some(Stat { state, start_time })
 }
 
+/// A producer's half of a liveness pair: held open by the producer process
+/// (in its ring's mapping) for as long as it lives, and the token its
+/// slots carry so the consumer knows which watch is theirs.
+#[derive(Debug)]
+pub struct ProducerLiveness {
+    pub(crate) fd: Option<OwnedFd>,
+    pub(crate) token: u64,
+}
+
+impl ProducerLiveness {
+    /// Only a token, for a producer whose launcher watches it with a pidfd.
+    pub fn token_only(token: u64) -> Self {
+        ProducerLiveness { fd: None, token }
+    }
+
+    /// The token its slots carry.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The descriptor the producer holds, if any.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.fd.as_ref().map(|fd| fd.as_fd())
+    }
+
+    pub(crate) fn try_clone(&self) -> crate::Result<Self> {
+        let fd = match &self.fd {
+            Some(fd) => Some(fd.try_clone().map_err(|e| crate::Error::os_from("dup", e))?),
+            None => None,
+        };
+        Ok(ProducerLiveness { fd, token: self.token })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WatchKind {
+    /// One end of a socket pair: the peer's close is a hang-up.
+    Socket,
+    /// A pidfd: readable once the process has exited.
+    Pidfd,
+}
+
+/// The consumer's half: whoever launched a producer hands it to the
+/// consumer ([`Consumer::watch_producer`](crate::Consumer::watch_producer)),
+/// which then confirms the producer's death when the descriptor hangs up.
+#[derive(Debug)]
+pub struct ProducerWatch {
+    fd: OwnedFd,
+    token: u64,
+    kind: WatchKind,
+}
+
+impl ProducerWatch {
+    /// Watches a producer through a pidfd (`pidfd_open` of its pid, made by
+    /// its parent), for slots carrying `token`.
+    pub fn pidfd(fd: OwnedFd, token: u64) -> Self {
+        ProducerWatch { fd, token, kind: WatchKind::Pidfd }
+    }
+
+    /// Watches the other end of a socket pair for slots carrying `token`.
+    pub fn socket(fd: OwnedFd, token: u64) -> Self {
+        ProducerWatch { fd, token, kind: WatchKind::Socket }
+    }
+
+    /// The token of the slots this watch confirms.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Whether the producer is gone (one `poll`, no waiting).
+    pub fn hung_up(&self) -> bool {
+        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
+        // SAFETY: one valid pollfd, zero timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if n <= 0 {
+            return false;
+        }
+        match self.kind {
+            // An honest producer never writes to its end: only the close
+            // counts (a write only makes it look dead to itself).
+            WatchKind::Socket => pfd.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0,
+            WatchKind::Pidfd => pfd.revents & (libc::POLLIN | libc::POLLHUP) != 0,
+        }
+    }
+}
+
+/// How the consumer judges the owner of a producer slot.
+pub(crate) struct Judge<'a> {
+    /// The consumer's pid namespace (0: unknown).
+    pub own_namespace: u64,
+    pub watches: &'a [ProducerWatch],
+}
+
+impl Judge<'_> {
+    /// The owner of `slot`, whose owner word reads `owner`.
+    pub(crate) fn slot(&self, slot: &crate::layout::ProducerSlot, owner: u64) -> Verdict {
+        use crate::sync::Ordering;
+        let token = slot.liveness_token.load(Ordering::Relaxed);
+        if token != 0 {
+            if let Some(watch) = self.watches.iter().find(|w| w.token == token) {
+                return if watch.hung_up() { Verdict::Dead } else { Verdict::Alive };
+            }
+        }
+        if same_namespace(self.own_namespace, slot.pid_namespace.load(Ordering::Relaxed)) {
+            let pid = crate::layout::owner_pid(owner);
+            return match check(pid, slot.start_time.load(Ordering::Relaxed)) {
+                Liveness::Alive => Verdict::Alive,
+                Liveness::Dead => Verdict::Dead,
+            };
+        }
+        Verdict::Unknown
+    }
+}
+
+/// A random non-zero token.
+pub fn new_token() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into our buffer.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let mut token = u64::from_le_bytes(bytes);
+    if n != bytes.len() as isize {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        token = t.as_nanos() as u64 ^ u64::from(own_pid()).rotate_left(32);
+    }
+    token.max(1)
+}
+
+/// A socket pair for one producer process about to be launched: hand the
+/// first half to the producer (see [`RingFds::command`](crate::RingFds)),
+/// the second to the consumer.
+pub fn liveness_pair() -> crate::Result<(ProducerLiveness, ProducerWatch)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two descriptors into our array.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {
+        return Err(crate::Error::os("socketpair"));
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let token = new_token();
+    Ok((ProducerLiveness { fd: Some(theirs), token }, ProducerWatch::socket(ours, token)))
+}
+
 #[cfg(all(test, not(loom), not(miri)))]
 mod tests {
     use super::*;
@@ -115,12 +298,13 @@ mod tests {
     }
 
     #[test]
-    fn own_namespace_is_known_and_comparable() {
+    fn own_namespace_is_known_and_unknown_ones_never_match() {
         let own = own_pid_namespace();
         assert_ne!(own, 0);
-        assert!(pid_comparable(own));
-        assert!(!pid_comparable(own + 1));
-        assert!(!pid_comparable(0));
+        assert!(same_namespace(own, own));
+        assert!(!same_namespace(own, own + 1));
+        assert!(!same_namespace(own, 0));
+        assert!(!same_namespace(0, 0), "two unknown namespaces are not the same one");
     }
 
     #[test]
@@ -138,5 +322,16 @@ mod tests {
         assert_eq!(check(pid, start), Liveness::Dead);
         child.wait().unwrap();
         assert_eq!(check(pid, start), Liveness::Dead);
+    }
+
+    #[test]
+    fn watch_hangs_up_when_the_last_holder_of_the_other_end_closes_it() {
+        let (producer_side, watch) = liveness_pair().unwrap();
+        assert!(!watch.hung_up());
+        let copy = producer_side.try_clone().unwrap();
+        drop(producer_side);
+        assert!(!watch.hung_up(), "a copy still holds it");
+        drop(copy);
+        assert!(watch.hung_up());
     }
 }

@@ -301,18 +301,19 @@ fn two_producer_threads_deliver_everything_in_per_producer_order() {
 #[test]
 fn cloned_producer_has_its_own_slot_and_sequence() {
     let (backing, consumer, mut producer) = ring();
-    // The clone takes the original's identity as recorded in its slot.
-    let original = &backing.header().slots[producer.slot()];
-    original.pid_namespace.store(0x5eed, Ordering::Relaxed);
-    original.start_time.store(77, Ordering::Relaxed);
     let mut clone = producer.try_clone().unwrap();
     assert_ne!(clone.slot(), producer.slot());
-    let copy = &backing.header().slots[clone.slot()];
-    assert_eq!(
-        (copy.pid_namespace.load(Ordering::Relaxed), copy.start_time.load(Ordering::Relaxed)),
-        (0x5eed, 77),
-        "identity copied, not read again"
-    );
+    // The clone carries the original's identity, taken from private memory
+    // (a peer scribbling on the original's slot cannot change it).
+    let identity = |slot: usize| {
+        let s = &backing.header().slots[slot];
+        (
+            crate::layout::owner_pid(s.owner.load(Ordering::Relaxed)),
+            s.pid_namespace.load(Ordering::Relaxed),
+            s.start_time.load(Ordering::Relaxed),
+        )
+    };
+    assert_eq!(identity(clone.slot()), identity(producer.slot()));
     producer.send(1, b"a").unwrap();
     clone.send(2, b"b").unwrap();
     let a = consumer.try_recv().unwrap().unwrap();

@@ -1,7 +1,7 @@
 //! Attach by name: the consumer serves a Unix socket in a 0700 directory
 //! (`$XDG_RUNTIME_DIR/shmring/NAME.sock`, or `/tmp/shmring-UID/`), checks
 //! each peer's credentials (`SO_PEERCRED`: same uid, or an allow-list) and
-//! sends the ring's three descriptors with `SCM_RIGHTS`.
+//! sends the ring's segment descriptor with `SCM_RIGHTS`.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -19,8 +19,9 @@ use crate::error::{Error, Result};
 use crate::ring::{MappedRing, RingFds};
 use crate::{Consumer, Producer};
 
-/// First bytes of a grant (followed by the three descriptors).
-const GRANT: &[u8; 8] = b"SHMRING1";
+/// First bytes of a grant (with the segment descriptor). Version 2: one
+/// descriptor, the signalling words live in the segment.
+const GRANT: &[u8; 8] = b"SHMRING2";
 /// First bytes of a refusal (followed by the reason).
 const DENIED: &[u8; 8] = b"DENIED01";
 /// How long a client waits for the server's answer.
@@ -124,7 +125,7 @@ fn serve(listener: UnixListener, fds: RingFds, policy: AccessPolicy, stop: Arc<A
             let _ = socket::send(stream.as_raw_fd(), &message, MsgFlags::MSG_NOSIGNAL);
             continue;
         }
-        let raw = [fds.memfd.as_raw_fd(), fds.data_available.as_raw_fd(), fds.space_available.as_raw_fd()];
+        let raw = [fds.memfd.as_raw_fd()];
         let rights = [ControlMessage::ScmRights(&raw)];
         let _ =
             socket::sendmsg::<()>(stream.as_raw_fd(), &[IoSlice::new(GRANT)], &rights, MsgFlags::MSG_NOSIGNAL, None);
@@ -149,7 +150,7 @@ pub fn request(name: &str) -> Result<RingFds> {
     })?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(|e| Error::os_from("set socket timeout", e))?;
     let mut buffer = [0u8; 256];
-    let mut cmsg = nix::cmsg_space!([RawFd; 3]);
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
     let (bytes, received) = {
         let mut iov = [IoSliceMut::new(&mut buffer)];
         let msg = socket::recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
@@ -168,7 +169,7 @@ pub fn request(name: &str) -> Result<RingFds> {
     if message.starts_with(DENIED) {
         return Err(Error::PermissionDenied { reason: String::from_utf8_lossy(&message[8..]).into_owned() });
     }
-    if message != GRANT || received.len() != 3 {
+    if message != GRANT || received.len() != 1 {
         return Err(Error::PermissionDenied {
             reason: format!(
                 "unexpected answer from {} ({} bytes, {} descriptors)",
@@ -178,9 +179,8 @@ pub fn request(name: &str) -> Result<RingFds> {
             ),
         });
     }
-    let mut received = received.into_iter();
-    let mut next = || received.next().expect("three descriptors checked above");
-    Ok(RingFds { memfd: next(), data_available: next(), space_available: next() })
+    let memfd = received.into_iter().next().expect("one descriptor checked above");
+    Ok(RingFds::new(memfd))
 }
 
 impl Consumer<MappedRing> {

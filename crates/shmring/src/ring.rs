@@ -7,17 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backing::{Backing, Sealed};
+use crate::claims::LocalClaims;
 use crate::consumer::Consumer;
 use crate::error::{Error, Result};
 use crate::layout::{
-    consumer_state, Geometry, Header, HeaderParams, RecordHeader, FLAG_HUGEPAGES, MAX_CAPACITY, MIN_CAPACITY,
-    RECORD_HEADER_SPAN,
+    Geometry, Header, HeaderParams, RecordHeader, FLAG_HUGEPAGES, MAX_CAPACITY, MIN_CAPACITY, RECORD_HEADER_SPAN,
 };
-use crate::liveness::{self, Liveness};
-use crate::producer::Producer;
+use crate::liveness::ProducerLiveness;
+use crate::producer::{Identity, Producer};
 use crate::segment::{self, HeaderView, HugePages, Mapping, HUGE_PAGE};
-use crate::signal::{self, Semaphore};
-use crate::sync::Ordering;
+use crate::signal::Futex;
 
 /// How to create a ring.
 #[derive(Clone, Debug)]
@@ -52,30 +51,43 @@ impl RingOptions {
     }
 }
 
-/// The descriptors a process needs to use a ring: the segment and the
-/// backing files of the two semaphores. A sandboxed producer gets all three
-/// at attach time and never needs `open()`.
+/// The descriptors a process needs to use a ring: the sealed segment (its
+/// futex words included, so a sandboxed producer needs nothing else and
+/// never calls `open()`), and for a producer its half of a liveness pair,
+/// when its launcher made one.
 #[derive(Debug)]
 pub struct RingFds {
     pub memfd: OwnedFd,
-    pub data_available: OwnedFd,
-    pub space_available: OwnedFd,
+    /// Held by the producer process for its life; its hang-up tells the
+    /// consumer the producer is dead (see [`liveness_pair`](crate::liveness_pair)).
+    pub liveness: Option<ProducerLiveness>,
 }
 
 impl RingFds {
-    /// Duplicates all three descriptors.
+    /// The segment alone.
+    pub fn new(memfd: OwnedFd) -> Self {
+        RingFds { memfd, liveness: None }
+    }
+
+    /// Duplicates the descriptors.
     pub fn try_clone(&self) -> Result<RingFds> {
-        Ok(RingFds {
-            memfd: segment::dup_cloexec(self.memfd.as_fd())?,
-            data_available: segment::dup_cloexec(self.data_available.as_fd())?,
-            space_available: segment::dup_cloexec(self.space_available.as_fd())?,
-        })
+        let liveness = self.liveness.as_ref().map(ProducerLiveness::try_clone).transpose()?;
+        Ok(RingFds { memfd: segment::dup_cloexec(self.memfd.as_fd())?, liveness })
+    }
+
+    /// These descriptors with a producer's liveness half (see
+    /// [`liveness_pair`](crate::liveness_pair)), for one producer process.
+    pub fn with_liveness(&self, liveness: ProducerLiveness) -> Result<RingFds> {
+        Ok(RingFds { memfd: segment::dup_cloexec(self.memfd.as_fd())?, liveness: Some(liveness) })
     }
 
     /// Duplicates the descriptors without close-on-exec, so a child spawned
     /// while the returned value lives inherits them, and gives the spec to
     /// hand the child (`SHMRING_FD` or a command-line flag). Dropping the
-    /// value closes the duplicates in this process.
+    /// value closes the duplicates in this process. A child spawned
+    /// meanwhile by another thread inherits them too: hand a liveness half
+    /// with [`RingFds::pass_to`] instead, which only the intended child
+    /// gets.
     pub fn inheritable(&self) -> Result<InheritableFds> {
         let dup = |fd: BorrowedFd<'_>| -> Result<OwnedFd> {
             // SAFETY: F_DUPFD duplicates a valid descriptor without
@@ -87,14 +99,59 @@ impl RingFds {
             // SAFETY: `raw` is a fresh descriptor.
             Ok(unsafe { OwnedFd::from_raw_fd(raw) })
         };
-        let fds = [dup(self.memfd.as_fd())?, dup(self.data_available.as_fd())?, dup(self.space_available.as_fd())?];
-        let spec = format!("{}:{}:{}", fds[0].as_raw_fd(), fds[1].as_raw_fd(), fds[2].as_raw_fd());
+        let mut fds = vec![dup(self.memfd.as_fd())?];
+        let mut spec = fds[0].as_raw_fd().to_string();
+        if let Some(live) = &self.liveness {
+            spec.push_str(&format!(",token={:x}", live.token));
+            if let Some(fd) = &live.fd {
+                fds.push(dup(fd.as_fd())?);
+                spec.push_str(&format!(",live={}", fds[1].as_raw_fd()));
+            }
+        }
         Ok(InheritableFds { _fds: fds, spec })
     }
 
-    /// Takes ownership of descriptors named by a spec: `MEMFD` or
-    /// `MEMFD:DATA_SEM:SPACE_SEM` (decimal numbers). With only the memfd,
-    /// the semaphores are opened by name (impossible inside a sandbox).
+    /// Makes `command`'s child inherit these descriptors, and only that
+    /// child (they are let through close-on-exec between its fork and its
+    /// exec), and sets `SHMRING_FD` for it. Returns the spec. The
+    /// descriptors stay open in `command` until it is dropped: drop it once
+    /// the child is spawned, so that only the child holds the liveness
+    /// half.
+    pub fn pass_to(self, command: &mut std::process::Command) -> String {
+        use std::os::unix::process::CommandExt;
+        let mut spec = self.memfd.as_raw_fd().to_string();
+        let mut raw = vec![self.memfd.as_raw_fd()];
+        if let Some(live) = &self.liveness {
+            spec.push_str(&format!(",token={:x}", live.token));
+            if let Some(fd) = &live.fd {
+                spec.push_str(&format!(",live={}", fd.as_raw_fd()));
+                raw.push(fd.as_raw_fd());
+            }
+        }
+        command.env("SHMRING_FD", &spec);
+        // SAFETY: the hook runs in the forked child before exec and only
+        // calls fcntl, which is async-signal-safe; the descriptors are open
+        // for as long as `command` holds `self`.
+        unsafe {
+            command.pre_exec(move || {
+                let _keep = &self;
+                for &fd in &raw {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        spec
+    }
+
+    /// Takes ownership of descriptors named by a spec: `MEMFD`, optionally
+    /// followed by `,token=HEX` (the liveness token of the producer's
+    /// slots) and `,live=FD` (its liveness descriptor), all numbers
+    /// decimal but the token. The older `MEMFD:DATA_SEM:SPACE_SEM` is
+    /// still taken: the two semaphore descriptors are closed, unused (the
+    /// signalling words live in the segment now).
     ///
     /// # Safety
     ///
@@ -103,15 +160,29 @@ impl RingFds {
     /// example descriptors inherited from the parent for this purpose).
     pub unsafe fn from_spec(spec: &str) -> Result<RingFds> {
         let bad = |reason| Error::BadDescriptorSpec { spec: spec.to_string(), reason };
-        let numbers: Vec<RawFd> = spec
-            .trim()
-            .split(':')
-            .map(|part| part.parse::<RawFd>().map_err(|_| bad("not a decimal descriptor number")))
-            .collect::<Result<_>>()?;
-        if !(numbers.len() == 1 || numbers.len() == 3) {
-            return Err(bad("expected 1 or 3 descriptors"));
+        let mut parts = spec.trim().split(',');
+        let first = parts.next().unwrap_or_default();
+        let legacy: Vec<&str> = first.split(':').collect();
+        if !(legacy.len() == 1 || legacy.len() == 3) {
+            return Err(bad("expected MEMFD[,token=HEX][,live=FD] or MEMFD:DATA_SEM:SPACE_SEM"));
         }
-        for &fd in &numbers {
+        let number = |text: &str| text.parse::<RawFd>().map_err(|_| bad("not a decimal descriptor number"));
+        let mut fds: Vec<RawFd> = legacy.iter().map(|t| number(t)).collect::<Result<_>>()?;
+        let (mut token, mut live) = (None, None);
+        for part in parts {
+            match part.split_once('=') {
+                Some(("token", hex)) => {
+                    token = Some(u64::from_str_radix(hex, 16).map_err(|_| bad("token is not hexadecimal"))?)
+                }
+                Some(("live", fd)) => live = Some(number(fd)?),
+                _ => return Err(bad("unknown part (expected token=HEX or live=FD)")),
+            }
+        }
+        if live.is_some() && token.is_none() {
+            return Err(bad("live=FD needs token=HEX"));
+        }
+        fds.extend(live);
+        for &fd in &fds {
             // SAFETY: F_GETFD only asks whether `fd` is open.
             if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
                 return Err(bad("descriptor is not open in this process"));
@@ -122,27 +193,18 @@ impl RingFds {
         }
         // SAFETY: the caller hands us ownership of these open descriptors.
         let owned = |fd: RawFd| unsafe { OwnedFd::from_raw_fd(fd) };
-        let memfd = owned(numbers[0]);
-        if numbers.len() == 3 {
-            return Ok(RingFds { memfd, data_available: owned(numbers[1]), space_available: owned(numbers[2]) });
+        let memfd = owned(fds[0]);
+        if legacy.len() == 3 {
+            let mut closed = vec![fds[0]];
+            for &fd in &fds[1..3] {
+                if !closed.contains(&fd) && Some(fd) != live {
+                    closed.push(fd);
+                    drop(owned(fd));
+                }
+            }
         }
-        let len = segment::check_sealed(memfd.as_fd())?;
-        if len < std::mem::size_of::<Header>() as u64 {
-            return Err(Error::BadSegment { reason: format!("segment of {len} bytes cannot hold a header") });
-        }
-        let view = HeaderView::map(memfd.as_fd(), len)?;
-        // SAFETY: the view maps the whole sealed segment, page aligned and
-        // at least a header long (checked above); an all-atomics header is
-        // valid for any bytes.
-        let header = unsafe { &*view.ptr().cast::<Header>() };
-        Geometry::validate(header, None)?;
-        let name = header.name();
-        crate::name::validate(&name)?;
-        Ok(RingFds {
-            memfd,
-            data_available: signal::open_backing_file(&name, "data")?,
-            space_available: signal::open_backing_file(&name, "space")?,
-        })
+        let liveness = token.map(|token| ProducerLiveness { fd: live.map(owned), token });
+        Ok(RingFds { memfd, liveness })
     }
 
     /// Takes the descriptors named by the `SHMRING_FD` environment variable.
@@ -161,41 +223,28 @@ impl RingFds {
 
 /// Descriptors a child process will inherit, and the spec naming them.
 pub struct InheritableFds {
-    _fds: [OwnedFd; 3],
+    _fds: Vec<OwnedFd>,
     spec: String,
 }
 
 impl InheritableFds {
-    /// `MEMFD:DATA_SEM:SPACE_SEM`, for `SHMRING_FD` or `--shmring-fd`.
+    /// `MEMFD[,token=HEX][,live=FD]`, for `SHMRING_FD` or `--shmring-fd`.
     pub fn spec(&self) -> &str {
         &self.spec
     }
 }
 
-/// A ring mapped from its memfd, with its semaphores.
+/// A ring mapped from its memfd.
 pub struct MappedRing {
     mapping: Mapping,
     geometry: Geometry,
-    data_available: Semaphore,
-    space_available: Semaphore,
+    /// Holds the liveness half (if any) for as long as the mapping lives.
     fds: RingFds,
     name: String,
-    /// Set in the consumer's process for a named ring: removes the
-    /// semaphore names (and the rendezvous socket) when the ring closes.
-    _cleanup: Option<NameCleanup>,
-}
-
-struct NameCleanup {
-    name: String,
-    /// Dropped after the semaphores are unlinked: the name is free last.
+    claims: LocalClaims,
+    /// Set in the consumer's process for a named ring: frees the name when
+    /// the ring closes.
     _owner: Option<crate::leftovers::OwnerFile>,
-}
-
-impl Drop for NameCleanup {
-    fn drop(&mut self) {
-        let _ = signal::unlink_named(&self.name, "data");
-        let _ = signal::unlink_named(&self.name, "space");
-    }
 }
 
 impl Sealed for MappedRing {}
@@ -205,7 +254,7 @@ impl Sealed for MappedRing {}
 // back to back, so `record` (offset < capacity, 64-aligned) and `payload`
 // (offset + 64 + max_payload <= 2 x capacity) stay inside the mapping.
 unsafe impl Backing for MappedRing {
-    type Signal = Semaphore;
+    type Signal = Futex;
     fn header(&self) -> &Header {
         // SAFETY: see the impl's comment; a header of atomics is valid for
         // any bytes.
@@ -224,11 +273,11 @@ unsafe impl Backing for MappedRing {
         // SAFETY: see the impl's comment.
         unsafe { self.mapping.data().add(offset as usize) }
     }
-    fn data_available(&self) -> &Semaphore {
-        &self.data_available
+    fn signal(&self) -> &Futex {
+        &Futex
     }
-    fn space_available(&self) -> &Semaphore {
-        &self.space_available
+    fn local_claims(&self) -> &LocalClaims {
+        &self.claims
     }
 }
 
@@ -308,29 +357,13 @@ impl MappedRing {
             stall_timeout_us: options.stall_timeout.as_micros().max(1) as u64,
         });
         let geometry = Geometry::validate(header, Some(header_size + options.capacity))?;
-        let data_fd = signal::create_named(name, "data").map_err(|e| leftover_error(name, e))?;
-        let space_fd = match signal::create_named(name, "space") {
-            Ok(fd) => fd,
-            Err(e) => {
-                let _ = signal::unlink_named(name, "data");
-                return Err(leftover_error(name, e));
-            }
-        };
-        let cleanup = NameCleanup { name: name.to_string(), _owner: owner };
-        let cleanup = if anonymous {
-            drop(cleanup);
-            None
-        } else {
-            Some(cleanup)
-        };
         Ok(MappedRing {
-            data_available: Semaphore::from_fd(data_fd.as_fd())?,
-            space_available: Semaphore::from_fd(space_fd.as_fd())?,
-            fds: RingFds { memfd: seg.fd, data_available: data_fd, space_available: space_fd },
+            fds: RingFds::new(seg.fd),
             mapping,
             geometry,
             name: name.to_string(),
-            _cleanup: cleanup,
+            claims: LocalClaims::new(),
+            _owner: owner,
         })
     }
 
@@ -350,15 +383,7 @@ impl MappedRing {
         };
         let align = if geometry.flags & FLAG_HUGEPAGES != 0 { HUGE_PAGE } else { segment::page_size() };
         let mapping = Mapping::map(fds.memfd.as_fd(), geometry.header_size, geometry.capacity, align, false)?;
-        Ok(MappedRing {
-            data_available: Semaphore::from_fd(fds.data_available.as_fd())?,
-            space_available: Semaphore::from_fd(fds.space_available.as_fd())?,
-            mapping,
-            geometry,
-            fds,
-            name,
-            _cleanup: None,
-        })
+        Ok(MappedRing { mapping, geometry, fds, name, claims: LocalClaims::new(), _owner: None })
     }
 
     /// The descriptors of this ring.
@@ -382,15 +407,6 @@ impl MappedRing {
     }
 }
 
-fn leftover_error(name: &str, e: Error) -> Error {
-    match &e {
-        Error::Os { source, .. } if source.raw_os_error() == Some(libc::EEXIST) => {
-            Error::InUse { name: name.to_string(), pid: 0 }
-        }
-        _ => e,
-    }
-}
-
 /// A named ring held open with no consumer attached: what `shmring create`
 /// keeps alive so that producers, a consumer and `stat` can attach to it by
 /// name later, in any order. A consumer attaches with
@@ -400,7 +416,7 @@ pub struct RingHost {
 }
 
 impl RingHost {
-    /// Creates ring `name` (segment, semaphores, owner file) without
+    /// Creates ring `name` (segment, owner file) without
     /// becoming its consumer.
     pub fn create(name: &str, options: &RingOptions) -> Result<RingHost> {
         Ok(RingHost { ring: Arc::new(MappedRing::create(name, options, false)?) })
@@ -433,15 +449,15 @@ pub type RingConsumer = Consumer<MappedRing>;
 pub type RingProducer = Producer<MappedRing>;
 
 impl Consumer<MappedRing> {
-    /// Creates ring `name` (segment and semaphores) and becomes its
-    /// consumer. The semaphore names are removed when the ring closes.
+    /// Creates ring `name` and becomes its consumer. The name is freed
+    /// when the ring closes.
     pub fn create(name: &str, options: &RingOptions) -> Result<Self> {
         let ring = MappedRing::create(name, options, false)?;
         Consumer::start(Arc::new(ring))
     }
 
-    /// Creates a ring that has no name outside this process: its
-    /// semaphores are unlinked at once; share it by passing descriptors.
+    /// Creates a ring that has no name outside this process: share it by
+    /// passing descriptors.
     pub fn create_anonymous(options: &RingOptions) -> Result<Self> {
         use std::sync::atomic::{AtomicU32, Ordering as O};
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -452,23 +468,11 @@ impl Consumer<MappedRing> {
     }
 
     /// Becomes the consumer of an existing ring (after its consumer died),
-    /// resuming at its `read` cursor. Refused while the old consumer lives.
+    /// resuming at its `read` cursor. Refused while the old consumer lives
+    /// (or cannot be checked: it runs in another pid namespace), and when
+    /// another consumer attaches at the same time.
     pub fn attach(fds: RingFds) -> Result<Self> {
-        let ring = MappedRing::open(fds)?;
-        let line = &ring.header().consumer;
-        // Acquire: SYNC POINT: pairs with the Release store of ATTACHED in
-        // `Consumer::start`: the pid and start time read below come with it.
-        let state = line.state.load(Ordering::Acquire);
-        let pid = line.pid.load(Ordering::Relaxed);
-        // A consumer in another pid namespace cannot be checked: presumed
-        // alive, so two consumers never share a ring.
-        if state == consumer_state::ATTACHED
-            && (!liveness::pid_comparable(line.pid_namespace.load(Ordering::Relaxed))
-                || liveness::check(pid, line.start_time.load(Ordering::Relaxed)) == Liveness::Alive)
-        {
-            return Err(Error::InUse { name: ring.name.clone(), pid });
-        }
-        Consumer::start(Arc::new(ring))
+        Consumer::start(Arc::new(MappedRing::open(fds)?))
     }
 
     /// The ring's descriptors, to pass to producers.
@@ -483,17 +487,18 @@ impl Consumer<MappedRing> {
 
     /// A producer in this process (its own slot; one per thread).
     pub fn producer(&self) -> Result<Producer<MappedRing>> {
-        Producer::join(self.backing().clone(), liveness::own_pid(), liveness::own_start_time())
+        Producer::join_as(self.backing().clone(), Identity::own(0))
     }
 }
 
 impl Producer<MappedRing> {
     /// Attaches to a ring from its descriptors.
     pub fn attach(fds: RingFds) -> Result<Self> {
+        let token = fds.liveness.as_ref().map_or(0, |live| live.token);
         let ring = MappedRing::open(fds)?;
         #[cfg(feature = "tracing")]
         tracing::debug!(ring = ring.name(), "producer attached");
-        Producer::join(Arc::new(ring), liveness::own_pid(), liveness::own_start_time())
+        Producer::join_as(Arc::new(ring), Identity::own(token))
     }
 
     /// Faults in this process's mapping of the ring up front, so the

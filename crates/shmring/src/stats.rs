@@ -46,8 +46,18 @@ pub struct Stats {
     pub data_posts: u64,
     /// Times a producer slept waiting for space.
     pub producer_waits: u64,
-    /// Times the consumer woke a waiting producer.
+    /// Times the consumer woke waiting producers.
     pub space_posts: u64,
+    /// Claims a live producer (or one whose death cannot be confirmed) held
+    /// past the stall timeout: the records after them were delivered.
+    pub stalls: u64,
+    /// Records committed after later ones were delivered.
+    pub late: u64,
+    /// Records waiting on such a producer right now: `read` stops at the
+    /// first, and the ring fills behind it.
+    pub stuck: u64,
+    /// Stuck producers the consumer killed (when allowed to).
+    pub killed: u64,
     pub producers: Vec<ProducerStats>,
 }
 
@@ -60,8 +70,10 @@ pub struct ProducerStats {
     pub bytes: u64,
     pub drops: u64,
     pub rejected: u64,
-    /// Position of its latest claim, if it made one.
+    /// Position of the claim it is making, if any.
     pub last_claim: Option<u64>,
+    /// Position of a claim it won and has not published yet.
+    pub unpublished: Option<u64>,
 }
 
 impl Stats {
@@ -76,12 +88,12 @@ impl Stats {
             peek: header.peek.position.load(r),
             read: header.read.position.load(r),
             consumer_pid: header.consumer.pid.load(r),
-            consumer_state: match header.consumer.state.load(r) {
-                consumer_state::ATTACHED => "attached",
+            consumer_state: match owner_state(header.consumer.owner.load(r)) {
+                consumer_state::ATTACHED | consumer_state::ATTACHING => "attached",
                 consumer_state::CLOSED => "closed",
                 _ => "none",
             },
-            consumer_generation: header.consumer.generation.load(r),
+            consumer_generation: header.consumer.owner.load(r) >> 32,
             committed_frames: header.retired.frames.load(r),
             committed_bytes: header.retired.bytes.load(r),
             consumed_frames: header.consumed.frames.load(r),
@@ -95,6 +107,10 @@ impl Stats {
             data_posts: header.retired.data_posts.load(r),
             producer_waits: header.retired.waits.load(r),
             space_posts: header.consumed.space_posts.load(r),
+            stalls: header.consumed.stalls.load(r),
+            late: header.consumed.late.load(r),
+            stuck: header.consumed.stuck.load(r),
+            killed: header.consumed.killed.load(r),
             producers: Vec::new(),
         };
         for (index, slot) in header.slots.iter().enumerate() {
@@ -112,6 +128,7 @@ impl Stats {
                 drops: slot.drops.load(r),
                 rejected: slot.rejected.load(r),
                 last_claim: Some(slot.inflight_pos.load(r)).filter(|&p| p != NO_CLAIM),
+                unpublished: Some(slot.claimed_pos.load(r)).filter(|&p| p != NO_CLAIM),
             };
             // Wrapping: a hostile producer may have written anything here.
             stats.committed_frames = stats.committed_frames.wrapping_add(p.frames);

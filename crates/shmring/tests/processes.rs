@@ -273,3 +273,30 @@ fn stats_are_read_from_another_process_without_disturbing_the_ring() {
     drop(held);
     assert_eq!(consumer.stats().read, before.write - 2 * 192, "two records still unreceived");
 }
+
+#[test]
+fn two_consumers_attaching_at_once_never_both_win() {
+    let first = Consumer::create_anonymous(&RingOptions::with_capacity(1 << 16)).unwrap();
+    let fds = first.fds().try_clone().unwrap();
+    drop(first);
+    for round in 0..100 {
+        let barrier = std::sync::Barrier::new(4);
+        let winners = std::thread::scope(|scope| {
+            let attempts: Vec<_> = (0..4)
+                .map(|_| {
+                    let fds = fds.try_clone().unwrap();
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        barrier.wait();
+                        let attached = Consumer::attach(fds);
+                        // Every attempt is over before any winner closes.
+                        barrier.wait();
+                        attached.is_ok()
+                    })
+                })
+                .collect();
+            attempts.into_iter().map(|a| a.join().unwrap()).filter(|&won| won).count()
+        });
+        assert_eq!(winners, 1, "round {round}: {winners} consumers attached to one ring");
+    }
+}

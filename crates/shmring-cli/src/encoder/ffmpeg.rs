@@ -4,7 +4,7 @@
 
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 
@@ -15,13 +15,20 @@ use crate::process::{self, Exit};
 /// The raw formats ffmpeg reads and what it writes.
 #[derive(Clone, Debug)]
 pub struct SegmentFormat {
+    /// `None`: an audio-only file (the mix).
+    pub video: Option<VideoFormat>,
+    pub sample_rate: u32,
+    pub channels: u32,
+    pub preset: String,
+}
+
+/// Raw video as ffmpeg reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct VideoFormat {
     pub pixel_format: PixelFormat,
     pub width: u32,
     pub height: u32,
     pub fps: u32,
-    pub sample_rate: u32,
-    pub channels: u32,
-    pub preset: String,
 }
 
 /// ffmpeg's name for a pixel format.
@@ -41,16 +48,17 @@ const AUDIO_FD: RawFd = 4;
 /// The arguments of one encoding ffmpeg.
 pub fn arguments(format: &SegmentFormat, output: &Path) -> Vec<String> {
     let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "error", "-y"].map(String::from).to_vec();
-    args.extend(
-        [
+    let mut push = |more: &[&str]| args.extend(more.iter().map(|s| s.to_string()));
+    if let Some(video) = &format.video {
+        push(&[
             "-f",
             "rawvideo",
             "-pix_fmt",
-            ffmpeg_pix_fmt(format.pixel_format),
+            ffmpeg_pix_fmt(video.pixel_format),
             "-video_size",
-            &format!("{}x{}", format.width, format.height),
+            &format!("{}x{}", video.width, video.height),
             "-framerate",
-            &format.fps.to_string(),
+            &video.fps.to_string(),
             "-thread_queue_size",
             "64",
             // The formats are given: no probing (it would wait for seconds of audio).
@@ -60,39 +68,30 @@ pub fn arguments(format: &SegmentFormat, output: &Path) -> Vec<String> {
             "0",
             "-i",
             &format!("pipe:{VIDEO_FD}"),
-            "-f",
-            "f32le",
-            "-ar",
-            &format.sample_rate.to_string(),
-            "-ac",
-            &format.channels.to_string(),
-            "-thread_queue_size",
-            "1024",
-            "-probesize",
-            "32",
-            "-analyzeduration",
-            "0",
-            "-i",
-            &format!("pipe:{AUDIO_FD}"),
-            "-map",
-            "0:v:0",
-            "-map",
-            "1:a:0",
-            "-c:v",
-            "libx264",
-            "-preset",
-            &format.preset,
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-            "-movflags",
-            "+faststart",
-        ]
-        .map(|s| s.to_string()),
-    );
+        ]);
+    }
+    push(&[
+        "-f",
+        "f32le",
+        "-ar",
+        &format.sample_rate.to_string(),
+        "-ac",
+        &format.channels.to_string(),
+        "-thread_queue_size",
+        "1024",
+        "-probesize",
+        "32",
+        "-analyzeduration",
+        "0",
+        "-i",
+        &format!("pipe:{AUDIO_FD}"),
+    ]);
+    if format.video.is_some() {
+        push(&["-map", "0:v:0", "-map", "1:a:0", "-c:v", "libx264", "-preset", &format.preset, "-pix_fmt", "yuv420p"]);
+    } else {
+        push(&["-map", "0:a:0"]);
+    }
+    push(&["-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart"]);
     args.push(output.display().to_string());
     args
 }
@@ -109,11 +108,17 @@ pub struct Ffmpeg {
 impl Ffmpeg {
     /// Starts `program` encoding `format` into `output`.
     pub fn spawn(program: &Path, format: &SegmentFormat, output: &Path) -> io::Result<Ffmpeg> {
-        let (video_read, video_write) = process::pipe()?;
+        let (video_read, video_write) = match format.video {
+            Some(_) => {
+                let (read, write) = process::pipe()?;
+                (Some(above(read, 10)?), Some(write))
+            }
+            None => (None, None),
+        };
         let (audio_read, audio_write) = process::pipe()?;
         // Above the numbers the child uses, so one dup2 cannot clobber the other.
-        let (video_read, audio_read) = (above(video_read, 10)?, above(audio_read, 10)?);
-        for fd in [&video_write, &audio_write] {
+        let audio_read = above(audio_read, 10)?;
+        for fd in video_write.iter().chain([&audio_write]) {
             set_nonblocking(fd)?;
             // Fewer, larger writes: 1 MiB pipes (the default limit for
             // unprivileged users); a smaller pipe is fine if refused.
@@ -122,7 +127,9 @@ impl Ffmpeg {
         }
         let mut command = Command::new(program);
         command.args(arguments(format, output)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        process::inherit_as(&mut command, video_read.as_raw_fd(), VIDEO_FD);
+        if let Some(video_read) = &video_read {
+            process::inherit_as(&mut command, video_read.as_raw_fd(), VIDEO_FD);
+        }
         process::inherit_as(&mut command, audio_read.as_raw_fd(), AUDIO_FD);
         let mut child = command.spawn().map_err(|e| {
             io::Error::new(
@@ -142,7 +149,7 @@ impl Ffmpeg {
             })
         });
         tracing::debug!(pid = child.id(), output = %output.display(), "ffmpeg started");
-        Ok(Ffmpeg { pid: child.id(), video: Some(video_write), audio: Some(audio_write), stderr, exit: None })
+        Ok(Ffmpeg { pid: child.id(), video: video_write, audio: Some(audio_write), stderr, exit: None })
     }
 
     pub fn pid(&self) -> u32 {
@@ -216,45 +223,20 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// `out.mp4` for the first file, `out.1.mp4`, `out.2.mp4`, ... after it.
-pub fn segment_path(base: &Path, index: usize) -> PathBuf {
-    if index == 0 {
-        return base.to_path_buf();
-    }
-    let stem = base.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "recording".into());
-    let name = match base.extension() {
-        Some(ext) => format!("{stem}.{index}.{}", ext.to_string_lossy()),
-        None => format!("{stem}.{index}"),
-    };
-    base.with_file_name(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn later_segments_are_numbered_before_the_extension() {
-        assert_eq!(segment_path(Path::new("out/rec.mp4"), 0), Path::new("out/rec.mp4"));
-        assert_eq!(segment_path(Path::new("out/rec.mp4"), 2), Path::new("out/rec.2.mp4"));
-        assert_eq!(segment_path(Path::new("rec"), 1), Path::new("rec.1"));
-    }
-
-    #[test]
     fn arguments_name_both_pipes_and_the_raw_formats() {
-        let format = SegmentFormat {
-            pixel_format: PixelFormat::I420,
-            width: 1280,
-            height: 720,
-            fps: 30,
-            sample_rate: 48_000,
-            channels: 2,
-            preset: "ultrafast".into(),
-        };
+        let video = VideoFormat { pixel_format: PixelFormat::I420, width: 1280, height: 720, fps: 30 };
+        let format = SegmentFormat { video: Some(video), sample_rate: 48_000, channels: 2, preset: "ultrafast".into() };
         let args = arguments(&format, Path::new("x.mp4")).join(" ");
         assert!(args.contains("-f rawvideo -pix_fmt yuv420p -video_size 1280x720 -framerate 30"), "{args}");
         assert!(args.contains("-i pipe:3") && args.contains("-i pipe:4"), "{args}");
         assert!(args.contains("-f f32le -ar 48000 -ac 2"), "{args}");
         assert!(args.ends_with("x.mp4"));
+        let mix = arguments(&SegmentFormat { video: None, ..format }, Path::new("mix.m4a")).join(" ");
+        assert!(!mix.contains("pipe:3") && !mix.contains("libx264") && mix.contains("-i pipe:4 -map 0:a:0"), "{mix}");
     }
 }

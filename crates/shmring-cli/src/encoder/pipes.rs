@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
 
 use shmring::{Frame, MappedRing, SharedBytes};
-use shmring_media::{AudioFrame, MediaError, PixelFormat, SampleFormat, VideoFrame};
+use shmring_media::{MediaError, PixelFormat, VideoFrame};
 
 /// The bytes of one video frame as ffmpeg's rawvideo reads them: each
 /// plane's rows without the ring's stride padding.
@@ -123,13 +123,20 @@ fn packed_chunks(view: &VideoFrame<'_>, base: usize) -> Vec<Range<usize>> {
 pub struct VideoWrite<'c> {
     pub source: Rc<VideoSource<'c>>,
     pub times: u64,
+    /// Copies of a frame written before, not a frame from the ring.
+    pub repeat: bool,
     /// Bytes of the current copy already written.
     written: usize,
 }
 
 impl<'c> VideoWrite<'c> {
     pub fn new(source: Rc<VideoSource<'c>>, times: u64) -> VideoWrite<'c> {
-        VideoWrite { source, times, written: 0 }
+        VideoWrite { source, times, repeat: false, written: 0 }
+    }
+
+    /// `times` repeats of a frame already written.
+    pub fn repeats(source: Rc<VideoSource<'c>>, times: u64) -> VideoWrite<'c> {
+        VideoWrite { source, times, repeat: true, written: 0 }
     }
 }
 
@@ -327,24 +334,5 @@ impl ByteQueue {
             self.start = 0;
         }
         Ok(total)
-    }
-}
-
-/// Appends the samples of `chunk` after its first `skip` frames to `out`,
-/// channels interleaved, as f32 (what ffmpeg's `f32le` reads).
-pub fn push_interleaved(chunk: &AudioFrame<'_>, skip: usize, out: &mut impl Extend<f32>) {
-    let frames = chunk.frame_count() as usize;
-    match chunk.format() {
-        SampleFormat::F32Planar => {
-            let planes: Vec<_> = chunk.channels_f32().collect();
-            for i in skip.min(frames)..frames {
-                out.extend(planes.iter().map(|plane| plane.get(i).unwrap_or(0.0)));
-            }
-        }
-        SampleFormat::S16Interleaved => {
-            let Some(samples) = chunk.s16() else { return };
-            let start = skip * chunk.channels() as usize;
-            out.extend(samples.iter().skip(start).map(|s| f32::from(s) / 32768.0));
-        }
     }
 }

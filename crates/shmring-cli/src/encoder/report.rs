@@ -7,8 +7,11 @@ use std::time::Duration;
 use shmring::Stats;
 use shmring_media::PixelFormat;
 
+use super::mixer::{MixInput, MixReport};
+use super::recorder::RecorderReport;
 use super::Progress;
 use crate::process::Exit;
+use crate::stream_table::{printable, StreamKind, StreamRow};
 
 /// Why the encoder stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +81,64 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Counters) {
+        let Counters {
+            video_received,
+            video_queued,
+            video_discarded,
+            video_repeats,
+            video_late,
+            video_behind,
+            video_after_failure,
+            video_invalid,
+            video_other_stream,
+            video_gaps,
+            audio_received,
+            audio_placed,
+            audio_late,
+            audio_behind,
+            audio_early,
+            audio_after_failure,
+            audio_other_format,
+            audio_invalid,
+            audio_other_stream,
+            audio_gaps,
+            silence_samples,
+            copied_out,
+            announcements,
+            other_kind,
+            corrupt,
+            clock_resets,
+        } = other;
+        self.video_received += video_received;
+        self.video_queued += video_queued;
+        self.video_discarded += video_discarded;
+        self.video_repeats += video_repeats;
+        self.video_late += video_late;
+        self.video_behind += video_behind;
+        self.video_after_failure += video_after_failure;
+        self.video_invalid += video_invalid;
+        self.video_other_stream += video_other_stream;
+        self.video_gaps = self.video_gaps.saturating_add(*video_gaps);
+        self.audio_received += audio_received;
+        self.audio_placed += audio_placed;
+        self.audio_late += audio_late;
+        self.audio_behind += audio_behind;
+        self.audio_early += audio_early;
+        self.audio_after_failure += audio_after_failure;
+        self.audio_other_format += audio_other_format;
+        self.audio_invalid += audio_invalid;
+        self.audio_other_stream += audio_other_stream;
+        self.audio_gaps = self.audio_gaps.saturating_add(*audio_gaps);
+        self.silence_samples += silence_samples;
+        self.copied_out += copied_out;
+        self.announcements += announcements;
+        self.other_kind += other_kind;
+        self.corrupt += corrupt;
+        self.clock_resets += clock_resets;
+    }
+
     pub fn video_dropped(&self) -> u64 {
         self.video_late + self.video_behind + self.video_after_failure + self.video_invalid + self.video_discarded
     }
@@ -110,11 +171,38 @@ pub struct SegmentReport {
     pub spliced: bool,
 }
 
+/// One participant: its streams and what its recorder did.
+#[derive(Clone, Debug)]
+pub struct ParticipantReport {
+    /// The participant its labels name (`None`: unannounced streams).
+    pub name: Option<String>,
+    pub video: Option<u32>,
+    pub audio: Option<u32>,
+    pub recorder: RecorderReport,
+}
+
+/// One stream: where its records went.
+#[derive(Clone, Debug)]
+pub struct StreamReport {
+    /// Counts as published for `stat`: `used` is what went into the
+    /// participant's file, `dropped` what did not.
+    pub row: StreamRow,
+    /// Index into [`Report::participants`].
+    pub participant: usize,
+    /// What the mix did with it (audio streams, when mixing).
+    pub mixed: Option<MixInput>,
+}
+
 /// The whole recording.
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// Over every stream.
     pub counters: Counters,
+    /// Every participant's files, participant by participant.
     pub segments: Vec<SegmentReport>,
+    pub participants: Vec<ParticipantReport>,
+    pub streams: Vec<StreamReport>,
+    pub mix: Option<MixReport>,
     pub ring: Stats,
     pub stop: StopReason,
     pub elapsed: Duration,
@@ -128,9 +216,10 @@ impl Report {
         self.segments.iter().map(|s| s.frames).sum()
     }
 
-    /// CPU of every ffmpeg.
+    /// CPU of every ffmpeg (the mix's included).
     pub fn ffmpeg_cpu(&self) -> Duration {
-        self.segments.iter().filter_map(|s| s.ffmpeg.as_ref()).map(|e| e.cpu).sum()
+        let files = self.segments.iter().chain(self.mix.as_ref().map(|m| &m.file));
+        files.filter_map(|s| s.ffmpeg.as_ref()).map(|e| e.cpu).sum()
     }
 
     pub fn text(&self) -> String {
@@ -141,7 +230,7 @@ impl Report {
             out,
             "  video           {} received, {} encoded, {} frames in the output ({} repeats filling gaps), {} copied out of the ring",
             c.video_received,
-            c.video_queued - c.video_discarded,
+            c.video_queued.saturating_sub(c.video_discarded),
             self.frames_out(),
             c.video_repeats,
             c.copied_out
@@ -184,22 +273,46 @@ impl Report {
             r.committed_frames, r.consumed_frames, r.drops, r.recovered, r.corrupt
         );
         for s in &self.segments {
-            let status = match (&s.ffmpeg, &s.error) {
-                (_, Some(error)) => format!("FAILED: {error}"),
-                (Some(exit), None) => format!("ffmpeg {}", exit.description),
-                (None, None) => "ffmpeg never started".to_string(),
-            };
-            let audio = if s.sample_rate > 0 { s.samples as f64 / f64::from(s.sample_rate) } else { 0.0 };
+            let audio = s.audio_seconds();
             let _ = writeln!(
                 out,
-                "  output          {} {}x{} {}: {} frames, {:.2} s of audio, {status}",
+                "  output          {} {}x{} {}: {} frames, {:.2} s of audio, {}",
                 s.path.display(),
                 s.width,
                 s.height,
                 s.pixel_format.map_or("?", crate::encoder::ffmpeg::ffmpeg_pix_fmt),
                 s.frames,
-                audio
+                audio,
+                s.status()
             );
+        }
+        if let Some(mix) = &self.mix {
+            let streams = mix.inputs.values().filter(|i| i.mixed > 0).count();
+            let _ = writeln!(
+                out,
+                "  mix             {}: {:.2} s of {streams} audio stream(s) mixed, {}",
+                mix.file.path.display(),
+                mix.file.audio_seconds(),
+                mix.file.status()
+            );
+        }
+        if self.participants.len() > 1 || self.participants.iter().any(|p| p.name.is_some()) {
+            for (index, p) in self.participants.iter().enumerate() {
+                let name = p.name.as_deref().map_or("not announced".to_string(), |n| printable(n, 60));
+                let id = |s: Option<u32>| s.map_or("none".to_string(), |s| s.to_string());
+                let _ = writeln!(
+                    out,
+                    "  participant {:<3} {name}: video stream {}, audio stream {}, {} file(s){}",
+                    index + 1,
+                    id(p.video),
+                    id(p.audio),
+                    p.recorder.segments.len(),
+                    if p.video.is_none() { " (no video: its audio is in the mix only)" } else { "" }
+                );
+            }
+        }
+        for stream in &self.streams {
+            let _ = writeln!(out, "{}", self.stream_line(stream));
         }
         let how = if self.segments.iter().all(|s| s.spliced) {
             "ring pages spliced into ffmpeg's pipe, no copy"
@@ -219,6 +332,50 @@ impl Report {
             per(self.ffmpeg_cpu(), self.frames_out())
         );
         out
+    }
+}
+
+impl Report {
+    /// A stream's summary row.
+    fn stream_line(&self, stream: &StreamReport) -> String {
+        let row = &stream.row;
+        let label = row.label.as_deref().map_or("not announced".to_string(), |l| printable(l, 100));
+        let output = row.output.as_deref().unwrap_or("no file");
+        let mut line = format!(
+            "  stream {:<8} {} of participant {} ({label}) -> {output}: {} received, {} recorded, {} dropped, {} missing upstream",
+            row.id,
+            row.kind.name(),
+            stream.participant + 1,
+            row.records,
+            row.used,
+            row.dropped,
+            row.missing
+        );
+        if let (StreamKind::Audio, Some(mixed)) = (row.kind, &stream.mixed) {
+            let _ = write!(line, "; {} mixed, {} not mixed", mixed.mixed, mixed.dropped());
+        }
+        let _ = write!(line, "; {}", printable(&row.format, 40));
+        line
+    }
+}
+
+impl SegmentReport {
+    /// Seconds of audio written.
+    pub fn audio_seconds(&self) -> f64 {
+        if self.sample_rate > 0 {
+            self.samples as f64 / f64::from(self.sample_rate)
+        } else {
+            0.0
+        }
+    }
+
+    /// How its ffmpeg ended.
+    pub fn status(&self) -> String {
+        match (&self.ffmpeg, &self.error) {
+            (_, Some(error)) => format!("FAILED: {error}"),
+            (Some(exit), None) => format!("ffmpeg {}", exit.description),
+            (None, None) => "ffmpeg never started".to_string(),
+        }
     }
 }
 

@@ -94,7 +94,7 @@ impl VideoClock {
 }
 
 /// The audio side: sample positions at `rate`, on the video's clock.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct AudioClock {
     rate: u32,
     /// Timestamp of sample 0 (the video origin, unless audio runs on

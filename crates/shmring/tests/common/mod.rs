@@ -78,6 +78,38 @@ pub fn spawn_peer_in_pid_namespace(
     peer_command(unshare, role, fds_spec, extra_env, stdout).spawn().expect("util-linux unshare runs")
 }
 
+/// As [`spawn_peer_in_pid_namespace`], launched the way a browser launches a
+/// sandboxed renderer: with a liveness pair, whose watch goes to
+/// `consumer`, and the ring's descriptors passed to this child only.
+pub fn spawn_watched_peer_in_pid_namespace(
+    role: &str,
+    consumer: &shmring::Consumer<shmring::MappedRing>,
+    extra_env: &[(&str, String)],
+    stdout: Stdio,
+) -> Child {
+    let (producer_half, watch) = shmring::liveness_pair().unwrap();
+    consumer.watch_producer(watch);
+    let fds = consumer.fds().with_liveness(producer_half).unwrap();
+    spawn_peer_in_pid_namespace_with(role, fds, extra_env, stdout)
+}
+
+/// Spawns a peer in a new pid namespace with `fds` passed to it alone
+/// (see `RingFds::pass_to`).
+pub fn spawn_peer_in_pid_namespace_with(
+    role: &str,
+    fds: shmring::RingFds,
+    extra_env: &[(&str, String)],
+    stdout: Stdio,
+) -> Child {
+    let mut unshare = Command::new("unshare");
+    unshare.args(["--pid", "--fork", "--kill-child"]).arg(std::env::current_exe().unwrap());
+    let mut command = peer_command(unshare, role, None, extra_env, stdout);
+    fds.pass_to(&mut command);
+    // Dropping `command` closes our copy of the producer's half: from here
+    // on only the child (and `unshare`, its launcher) holds it.
+    command.spawn().expect("util-linux unshare runs")
+}
+
 fn peer_command(
     mut cmd: Command,
     role: &str,
@@ -126,9 +158,68 @@ pub fn wait_for_line(child: &mut Child, prefix: &str) -> String {
     }
 }
 
+/// SIGKILLs a peer that `unshare --fork` runs in a pid namespace of its
+/// own, and reaps it. The peer itself is killed first: `--kill-child` only
+/// takes it down with `unshare` once the child has set that up.
+pub fn kill_peer_in_namespace(unshare: &mut Child) {
+    let inner = peer_in_namespace_pid(unshare);
+    // SAFETY: kill(2) on the peer we started (in a namespace of our making).
+    unsafe { libc::kill(inner, libc::SIGKILL) };
+    kill_peer(unshare);
+}
+
 /// SIGKILLs a peer and reaps it.
 pub fn kill_peer(child: &mut Child) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
     let _ = child.wait();
 }
+
+/// The pid, in our namespace, of the peer that `unshare --fork` started
+/// inside a new pid namespace (where it is pid 1).
+pub fn peer_in_namespace_pid(unshare: &Child) -> libc::pid_t {
+    let path = format!("/proc/{0}/task/{0}/children", unshare.id());
+    for _ in 0..500 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(pid) = text.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            return pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("unshare {} started no peer", unshare.id());
+}
+
+/// One BPF instruction of a seccomp filter.
+pub fn bpf_stmt(code: u32, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
+}
+
+/// A conditional jump of a seccomp filter.
+pub fn bpf_jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter { code: code as u16, jt, jf, k }
+}
+
+/// Installs a seccomp filter (after `PR_SET_NO_NEW_PRIVS`).
+pub fn install_seccomp(filter: &[libc::sock_filter]) {
+    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut _ };
+    // SAFETY: prctl with valid arguments; `prog` outlives the call and the
+    // kernel copies the filter.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const _), 0);
+    }
+}
+
+pub const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+pub const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+pub const SECCOMP_RET_TRAP: u32 = 0x0003_0000;
+pub const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
+/// Offsets in `struct seccomp_data`: syscall number, then 64-bit arguments.
+pub const SECCOMP_NR: u32 = 0;
+pub const fn seccomp_arg(n: u32) -> u32 {
+    16 + 8 * n
+}
+pub const BPF_LD_W_ABS: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+pub const BPF_JEQ_K: u32 = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+pub const BPF_JSET_K: u32 = libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K;
+pub const BPF_RET_K: u32 = libc::BPF_RET | libc::BPF_K;
