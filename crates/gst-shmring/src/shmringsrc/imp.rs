@@ -101,8 +101,8 @@ impl ObjectImpl for ShmringSrc {
                 glib::ParamSpecString::builder("fd-spec")
                     .nick("Descriptor spec")
                     .blurb(
-                        "Descriptors of an inherited ring instead of a name: MEMFD:DATA_SEM:SPACE_SEM (as in \
-                         SHMRING_FD); the element takes ownership of them",
+                        "Descriptors of an inherited ring instead of a name, written as in SHMRING_FD (the \
+                         memfd's number); the element takes ownership of them",
                     )
                     .mutable_ready()
                     .build(),

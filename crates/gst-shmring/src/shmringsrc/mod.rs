@@ -8,7 +8,7 @@
 //!
 //! - **Attach**: `ring` names a ring served by name (`shmring create`,
 //!   or a consumer that died); `fd-spec` takes the descriptors of an
-//!   inherited ring instead (`MEMFD:DATA:SPACE`, as in `SHMRING_FD`). The
+//!   inherited ring instead (written as in `SHMRING_FD`). The
 //!   element becomes the ring's consumer.
 //! - **Stream**: `kind` picks video or audio records; `stream` picks one
 //!   stream of that kind by id, or by the label an announcement record gave
