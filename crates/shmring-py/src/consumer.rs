@@ -68,7 +68,6 @@ fn closed() -> PyErr {
 
 impl Consumer {
     fn start(consumer: RingConsumer, server: Option<RendezvousServer>, max_frames: usize) -> PyResult<Consumer> {
-        let mut consumer = consumer;
         consumer.set_lease_limit(max_frames);
         let fds = consumer.fds();
         let view = RingView::open(&fds.memfd).or_raise()?;

@@ -11,7 +11,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
-use shmring::RingFds;
+use shmring::{Interrupter, MappedRing, RingFds};
 
 use super::counters::Counters;
 use super::payload::{self, Copier, NegotiatedInfo, Payload};
@@ -24,8 +24,9 @@ static CAT: LazyLock<gst::DebugCategory> =
     LazyLock::new(|| gst::DebugCategory::new("shmringsrc", gst::DebugColorFlags::empty(), Some("shmring ring source")));
 
 /// How long one wait on the ring lasts before the element looks at its
-/// flushing flag again: the longest an `unlock` waits.
-const WAIT_SLICE: Duration = Duration::from_millis(10);
+/// `timeout` and at the ring's producers again (`unlock` interrupts a wait
+/// at once).
+const WAIT_SLICE: Duration = Duration::from_millis(250);
 /// How long the first video frame waits for a second one, whose capture
 /// time gives the frame rate.
 const RATE_LOOKAHEAD: Duration = Duration::from_secs(1);
@@ -70,6 +71,8 @@ pub struct ShmringSrc {
     /// `(min, max)` latency once known.
     latency: Mutex<Option<(gst::ClockTime, Option<gst::ClockTime>)>>,
     flushing: AtomicBool,
+    /// Interrupts the streaming thread's wait on the ring (`unlock`).
+    interrupter: Mutex<Option<Interrupter<MappedRing>>>,
     /// Whether downstream reads `VideoMeta` (the last allocation query).
     video_meta: AtomicBool,
     counters: Counters,
@@ -251,7 +254,7 @@ impl BaseSrcImpl for ShmringSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
         let selector = Selector::parse(&settings.stream);
-        let mut ring = match (&settings.ring, &settings.fd_spec) {
+        let ring = match (&settings.ring, &settings.fd_spec) {
             (Some(name), None) => RingStream::connect(name, settings.kind, selector)
                 .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("ring {name:?}: {e}")))?,
             (None, Some(spec)) => {
@@ -270,7 +273,8 @@ impl BaseSrcImpl for ShmringSrc {
             }
         };
         let max_held = settings.max_held as usize;
-        ring.consumer_mut().set_lease_limit(max_held);
+        ring.consumer().set_lease_limit(max_held);
+        *lock(&self.interrupter) = Some(ring.consumer().interrupter());
         let capacity = ring.consumer().geometry().capacity;
         gst::info!(
             CAT,
@@ -298,6 +302,7 @@ impl BaseSrcImpl for ShmringSrc {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *lock(&self.interrupter) = None;
         if let Some(mut streaming) = lock(&self.streaming).take() {
             streaming.copier.clear();
             self.post_stats();
@@ -312,6 +317,9 @@ impl BaseSrcImpl for ShmringSrc {
 
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
         self.flushing.store(true, Ordering::SeqCst);
+        if let Some(interrupter) = lock(&self.interrupter).as_ref() {
+            interrupter.interrupt();
+        }
         Ok(())
     }
 

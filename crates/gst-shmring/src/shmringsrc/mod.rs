@@ -40,8 +40,8 @@
 //!   stream's frame numbers (frames dropped upstream) flags the next
 //!   buffer `DISCONT` and is counted (`missing`). The latency query is
 //!   answered with one frame (or audio chunk) as the minimum.
-//! - **Ending**: `unlock` (flushing, stopping) interrupts a wait within a
-//!   few milliseconds. An error of the ring (a ring that refuses records
+//! - **Ending**: `unlock` (flushing, stopping) interrupts a wait on the
+//!   ring at once (`shmring::Interrupter`). An error of the ring (a ring that refuses records
 //!   again and again, a ring removed while nothing arrives, `timeout`
 //!   without a frame) is posted as an error message with the library's
 //!   text. With `eos-when-producers-leave`, the element ends the stream

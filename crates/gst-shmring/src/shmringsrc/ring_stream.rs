@@ -97,10 +97,6 @@ impl RingStream {
         &self.consumer
     }
 
-    pub fn consumer_mut(&mut self) -> &mut RingConsumer {
-        &mut self.consumer
-    }
-
     pub fn describe(&self) -> String {
         match self.stream_id {
             Some(id) => format!("stream {id}"),
@@ -135,6 +131,9 @@ impl RingStream {
             };
             self.watch.last_record = Instant::now();
             self.watch.corrupt_in_a_row = 0;
+            // A record means a producer was there, whether or not a quiet
+            // moment let `check_quiet_ring` see it attached.
+            self.watch.saw_producer = true;
             if frame.kind() == KIND_ANNOUNCE {
                 if let (Selector::Label(label), Ok(announced)) = (&self.selector, Announcement::parse(&frame)) {
                     if announced.label == *label && announced.kind == self.kind.record_kind() {
