@@ -10,7 +10,18 @@
 #                     installed too where the nodejs package lacks it
 #   python3-pip       when python3 has no pip: the bot benchmark's Python
 #                     receiver (websockets from PyPI)
-shmring_packages=(libclang-dev clang libclang-rt-dev pkg-config chromium ffmpeg nodejs)
+#   libgstreamer1.0-dev, libgstreamer-plugins-base1.0-dev
+#                     the GStreamer plugin (crates/gst-shmring); libunwind-dev
+#                     by name, since gstreamer-1.0.pc requires libunwind.pc
+#                     and LLVM's libunwind-*-dev satisfy the package's
+#                     dependency without shipping it
+#   gstreamer1.0-tools, -plugins-base, -good, -bad, -ugly, -libav
+#                     the plugin's tests: gst-inspect-1.0, gst-launch-1.0,
+#                     videoconvert, x264enc, mp4mux, wavenc, pngenc, shmsink
+shmring_packages=(libclang-dev clang libclang-rt-dev pkg-config chromium ffmpeg nodejs
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libunwind-dev
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 
 install_missing_packages() {
   local missing=() p

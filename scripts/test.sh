@@ -61,3 +61,17 @@ fi
 
 step "the workspace's tests"
 cargo test --workspace
+
+step "the Python module (wheel built by maturin, pytest against real producer processes)"
+# A virtual environment of the build's own: maturin builds the wheel
+# (`pip install ./crates/shmring-py`), pytest runs it against the real
+# `shmring` binary; numpy for the typed views, av and websockets for the
+# examples and the comparison.
+python3 -m venv target/python-venv
+(
+  export PATH="$PWD/target/python-venv/bin:$PATH"
+  pip install -q --upgrade "maturin>=1.9,<2" pytest numpy av websockets
+  pip install -q --no-build-isolation --force-reinstall --no-deps ./crates/shmring-py
+  cargo build -p shmring-cli
+  SHMRING_BIN="$PWD/target/debug/shmring" python -m pytest -q -p no:cacheprovider crates/shmring-py/tests
+)

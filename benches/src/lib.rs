@@ -3,11 +3,13 @@
 //! the consumer checks), the monotonic clock, CPU accounting and a
 //! description of the machine.
 //!
-//! [`compare`] is the transport comparison (the `compare` binary);
+//! [`compare`] is the transport comparison (the `compare` binary); [`bot`]
+//! the whole recording bot on each pipeline (`shmring bench bot`);
 //! `benches/ring.rs` holds the criterion micro-benchmarks.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod bot;
 pub mod clock;
 pub mod compare;
 pub mod machine;

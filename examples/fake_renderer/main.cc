@@ -1,8 +1,10 @@
 // fake_renderer: a multi-threaded producer that behaves like a Chromium
 // renderer in a meeting. Three video threads (1080p, 720p, and one whose
 // resolution changes mid-stream) and one audio thread (48 kHz stereo, 10 ms
-// chunks) share one shmring::Producer. Every frame carries the test pattern
-// and its counter (ffi/tests/pattern.h). It attaches from an inherited
+// chunks) share one shmring::Producer (--camera-only: the 1080p thread and
+// the audio thread alone, the bot benchmark's simulated patched renderer).
+// Every frame carries the test pattern and its counter (ffi/tests/pattern.h).
+// It attaches from an inherited
 // descriptor spec (--shmring-fd or SHMRING_FD), faults the ring in, never
 // blocks (a full ring drops the frame and counts it), runs for N seconds or
 // N frames, and prints its counters, then the cost of one 1080p copy into
@@ -38,6 +40,10 @@ struct Options {
   // Test of the consumer's checks: flips one pixel of this frame of stream
   // 2 after it is filled (-1: never).
   int64_t corrupt_frame = -1;
+  // One 1080p stream (its picture painted once, its counter every frame:
+  // the picture is the browser's cost, measured apart) and the audio
+  // stream, with no measuring copies: the bot benchmark's patched renderer.
+  bool camera_only = false;
 };
 
 uint64_t ThreadCpuNs() {
@@ -155,9 +161,11 @@ void VideoThread(const shmring::Producer& producer, const Options& o, uint32_t s
       continue;
     }
     // "Decode" into caller memory, then one copy into the ring.
-    shmring_pattern::FillPlane(y.data(), y_stride, width, height, stream, n, 0);
-    shmring_pattern::FillPlane(u.data(), c_stride, cw, ch, stream, n, 1);
-    shmring_pattern::FillPlane(v.data(), c_stride, cw, ch, stream, n, 2);
+    if (!o.camera_only || n == 0) {
+      shmring_pattern::FillPlane(y.data(), y_stride, width, height, stream, n, 0);
+      shmring_pattern::FillPlane(u.data(), c_stride, cw, ch, stream, n, 1);
+      shmring_pattern::FillPlane(v.data(), c_stride, cw, ch, stream, n, 2);
+    }
     shmring_pattern::StampCounter(y.data(), stream, n);
     // The same bytes, row by row from the same strided planes, into plain
     // memory: what the copy would cost with no ring at all. Returns the
@@ -251,9 +259,13 @@ bool ParseArgs(int argc, char** argv, Options* o) {
       o->fps = std::atof(value);
     } else if (arg == "--corrupt-frame" && value) {
       o->corrupt_frame = std::strtoll(value, nullptr, 10);
+    } else if (arg == "--camera-only") {
+      o->camera_only = true;
+      --i;  // a flag: no value follows
     } else {
       std::fprintf(stderr,
-                   "usage: fake_renderer [--shmring-fd M:D:S] [--seconds S] [--frames N] [--fps F] [--corrupt-frame N]\n"
+                   "usage: fake_renderer [--shmring-fd SPEC] [--seconds S] [--frames N] [--fps F] [--corrupt-frame N]\n"
+                   "                     [--camera-only]\n"
                    "  descriptors come from --shmring-fd or SHMRING_FD\n");
       return false;
     }
@@ -281,7 +293,13 @@ extern "C" int shmring_fake_renderer_main(int argc, char** argv) {
   }
   const Clock::time_point start = Clock::now();
   StreamReport reports[4];
-  {
+  if (o.camera_only) {
+    std::thread video(VideoThread, std::cref(producer), std::cref(o), 1u, 1920u, 1080u, 0, false, false, start,
+                      &reports[0]);
+    std::thread audio(AudioThread, std::cref(producer), std::cref(o), start, &reports[3]);
+    video.join();
+    audio.join();
+  } else {
     std::thread threads[] = {
         std::thread(VideoThread, std::cref(producer), std::cref(o), 1u, 1920u, 1080u, 0, false, true, start,
                     &reports[0]),
@@ -296,6 +314,7 @@ extern "C" int shmring_fake_renderer_main(int argc, char** argv) {
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   uint64_t errors = 0;
   for (const StreamReport& r : reports) {
+    if (r.stream == 0) continue;  // not run
     std::printf("stream=%u kind=%s attempted=%" PRIu64 " written=%" PRIu64 " dropped_full=%" PRIu64
                 " dropped_busy=%" PRIu64 " errors=%" PRIu64 " resolution_changes=%u\n",
                 r.stream, r.kind, r.attempted, r.written, r.dropped_full, r.dropped_busy, r.other_errors,

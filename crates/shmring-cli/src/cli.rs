@@ -59,7 +59,7 @@ pub enum Command {
     Chromium(ChromiumArgs),
     /// Exec a browser with a named ring's descriptors at 5 and above: an `executablePath` for Playwright or Puppeteer.
     ChromiumExec(ChromiumExecArgs),
-    /// Compare shmring with loopback WebSocket, Unix socket and TCP (see `shmring bench --help`).
+    /// Compare shmring with loopback WebSocket, Unix socket and TCP (`shmring bench --help`); `shmring bench bot`: the whole bot per pipeline.
     #[command(disable_help_flag = true)]
     Bench(BenchArgs),
 }

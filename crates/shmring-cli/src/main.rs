@@ -70,6 +70,14 @@ fn init_tracing() {
 /// its producer and consumer processes are this binary again.
 fn bench(args: Vec<String>) -> ExitCode {
     use shmring_benches::compare::{self, Relaunch};
+    if args.first().is_some_and(|a| a == "bot") {
+        let Ok(shmring) = std::env::current_exe() else {
+            eprintln!("shmring bench bot: cannot find this program");
+            return ExitCode::FAILURE;
+        };
+        let host = shmring_benches::bot::Host { shmring, display: "shmring bench".to_string() };
+        return shmring_benches::bot::main(&args[1..], &host);
+    }
     let relaunch = Relaunch { prefix: vec!["bench".to_string()], display: "shmring bench".to_string() };
     compare::main(&args, &relaunch)
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ffprobe, wait_for, Sandbox};
+use common::{ffprobe, tally, wait_for, Sandbox};
 
 /// The number after `label` on the report line that starts with `line`.
 fn count(report: &str, line: &str, label: &str) -> u64 {
@@ -17,12 +17,6 @@ fn count(report: &str, line: &str, label: &str) -> u64 {
         .and_then(|rest| rest.split([',', ' ', '(', ')']).find(|w| !w.is_empty()))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{label} in {found:?}"))
-}
-
-/// What a camera or microphone process said it did: (sent, dropped).
-fn tally(device: &common::Run) -> (u64, u64) {
-    let tally: serde_json::Value = serde_json::from_str(device.stdout.trim()).expect("the tally line");
-    (tally["sent"].as_u64().unwrap(), tally["dropped"].as_u64().unwrap())
 }
 
 /// Waits for `record` (`recorder`) to start its ffmpeg, and gives its pid.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::backing::Backing;
 use crate::error::{Error, Result};
 use crate::frame::{Frame, Received};
+use crate::interrupt::Interrupter;
 use crate::layout::{
     classify_stamp, consumer_owner, consumer_state, owner_state, record_size, Geometry, Header, StampState,
     MAX_PRODUCERS,
@@ -28,7 +29,7 @@ use crate::stall::Pending;
 /// wake-up, so spinning never costs much more than sleeping would.
 pub const DEFAULT_SPIN_LIMIT: Duration = Duration::from_micros(20);
 use crate::signal::Signal;
-use crate::sync::{fence, Ordering};
+use crate::sync::{fence, AtomicU32, Ordering};
 
 /// Reads records from one ring. There is one consumer per ring.
 pub struct Consumer<B: Backing> {
@@ -47,6 +48,8 @@ pub struct Consumer<B: Backing> {
     pub(crate) state: RefCell<State>,
     /// Shared with the leases made of its frames (see `lease`).
     leases: Arc<LeaseTable>,
+    /// Set by an [`Interrupter`], taken by the wait it interrupts.
+    interrupt: Arc<AtomicU32>,
 }
 
 pub(crate) struct State {
@@ -160,6 +163,7 @@ impl<B: Backing> Consumer<B> {
                 counters,
             }),
             leases: Arc::new(LeaseTable::new()),
+            interrupt: Arc::new(AtomicU32::new(0)),
         })
     }
 
@@ -287,16 +291,14 @@ impl<B: Backing> Consumer<B> {
         Frame::new(self, self.backing.payload(position), received)
     }
 
-    /// Waits for the next record, as long as it takes.
+    /// Waits for the next record, as long as it takes, or until an
+    /// [`Interrupter`] interrupts the wait (`Err(Error::Interrupted)`).
     pub fn recv(&self) -> Result<Frame<'_, B>> {
-        loop {
-            if let Some(frame) = self.recv_deadline(None)? {
-                return Ok(frame);
-            }
-        }
+        self.recv_deadline(None)?.ok_or(Error::Interrupted)
     }
 
-    /// Waits at most `timeout` for the next record.
+    /// Waits at most `timeout` for the next record; `Ok(None)` when the
+    /// time is up or an [`Interrupter`] interrupted the wait.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Frame<'_, B>>> {
         self.recv_deadline(Some(Instant::now() + timeout))
     }
@@ -310,6 +312,9 @@ impl<B: Backing> Consumer<B> {
                     self.state.borrow_mut().last_wait = Instant::now().saturating_duration_since(began);
                 }
                 return Ok(Some(frame));
+            }
+            if self.take_interrupt() {
+                return Ok(None);
             }
             let began = *wait_began.get_or_insert_with(Instant::now);
             if self.spin(began, deadline) {
@@ -334,12 +339,13 @@ impl<B: Backing> Consumer<B> {
                 slice = slice.min(deadline - now);
             }
             waiting.store(1, Ordering::Relaxed);
-            // SeqCst fence: SYNC POINT: the Dekker pair of the fence in
-            // `Producer::wake_consumer`: either we see the new stamp in the
-            // re-check below, or that producer sees our announcement and
-            // posts.
+            // SeqCst fence: SYNC POINT: the Dekker pair of the fences in
+            // `Producer::wake_consumer`, `Lease::drop` and
+            // `Interrupter::interrupt`: either we see the new stamp (the
+            // released lease, the interrupt) in the re-check below, or that
+            // side sees our announcement and wakes us.
             fence(Ordering::SeqCst);
-            if self.head_published() || self.leases.has_released() {
+            if self.head_published() || self.leases.has_released() || self.interrupt.load(Ordering::Relaxed) != 0 {
                 waiting.store(0, Ordering::Relaxed);
                 continue;
             }
@@ -500,8 +506,27 @@ impl<B: Backing> Consumer<B> {
 
     /// Most leases alive at once; another is refused with
     /// [`Error::TooManyHeld`]. Default [`DEFAULT_LEASE_LIMIT`](crate::DEFAULT_LEASE_LIMIT).
-    pub fn set_lease_limit(&mut self, limit: usize) {
+    pub fn set_lease_limit(&self, limit: usize) {
         self.leases.set_limit(limit);
+    }
+
+    /// A handle that interrupts this consumer's waits from any thread (see
+    /// [`Interrupter`]).
+    pub fn interrupter(&self) -> Interrupter<B> {
+        Interrupter::new(self.interrupt.clone(), self.backing.clone())
+    }
+
+    /// Takes a pending interrupt, if there is one. Interrupts that come
+    /// while one is being taken are taken with it.
+    fn take_interrupt(&self) -> bool {
+        // Acquire: SYNC POINT: pairs with the Release store in
+        // `Interrupter::interrupt`: what the interrupting thread did before
+        // (a flushing flag, say) is seen by the caller's next look.
+        let pending = self.interrupt.load(Ordering::Acquire) != 0;
+        if pending {
+            self.interrupt.store(0, Ordering::Relaxed);
+        }
+        pending
     }
 
     /// Leases of this consumer's frames alive now.

@@ -31,6 +31,8 @@ pub enum Error {
     Dropped,
     /// Waiting for space or for a frame took longer than allowed.
     Timeout,
+    /// A wait for a frame was interrupted by an `Interrupter`.
+    Interrupted,
     /// The consumer process is gone: stop sending, or wait for a new one.
     ConsumerGone { pid: u32 },
     /// Every producer slot of the ring is taken.
@@ -89,6 +91,7 @@ impl fmt::Display for Error {
             Error::Full => write!(f, "ring full"),
             Error::Dropped => write!(f, "ring full: frame dropped and counted"),
             Error::Timeout => write!(f, "timed out"),
+            Error::Interrupted => write!(f, "the wait for a frame was interrupted"),
             Error::ConsumerGone { pid } => write!(
                 f,
                 "the consumer (pid {pid}) is gone: stop sending or wait for a new consumer to attach"

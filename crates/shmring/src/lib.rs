@@ -95,7 +95,8 @@
 //! Modules, one concept each: [`layout`] (the shared contract), `segment`
 //! (memfd, seals, double mapping), `producer` and `consumer` (the protocol),
 //! `frame` (what the consumer hands out), `lease` (frames released on any
-//! thread), `claims` (this process's claims), `signal` (waiter flags and
+//! thread), `interrupt` (ending a wait from another thread), `claims`
+//! (this process's claims), `signal` (waiter flags and
 //! futex words), `stall` (records held by live producers), `recovery`
 //! (owners of stalled records, dead producers, corrupt records),
 //! [`liveness`], [`stats`], `name`, and `rendezvous` (attach by name).
@@ -110,6 +111,7 @@ mod claims;
 mod consumer;
 mod error;
 mod frame;
+mod interrupt;
 pub mod layout;
 mod lease;
 pub mod leftovers;
@@ -139,6 +141,7 @@ pub use backing::Backing;
 pub use consumer::{Consumer, DEFAULT_SPIN_LIMIT};
 pub use error::{Error, Result};
 pub use frame::{Frame, SharedBytes};
+pub use interrupt::Interrupter;
 pub use lease::{Lease, DEFAULT_LEASE_LIMIT};
 pub use liveness::{liveness_pair, Liveness, ProducerLiveness, ProducerWatch};
 pub use name::{runtime_dir, socket_path, validate as validate_name};

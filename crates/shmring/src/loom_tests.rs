@@ -242,3 +242,18 @@ fn loom_one_release_wakes_every_blocked_producer() {
         }
     });
 }
+
+/// Another thread interrupts a consumer asleep on "data available": the
+/// flag and the fences must never lose the wake-up (loom's heap signal has
+/// no timeout, so a lost one is a deadlock).
+#[test]
+fn loom_interrupt_always_wakes_a_sleeping_consumer() {
+    model(|| {
+        let backing = ring();
+        let consumer = Consumer::start(backing.clone()).unwrap();
+        let interrupter = consumer.interrupter();
+        let handle = thread::spawn(move || interrupter.interrupt());
+        assert!(matches!(consumer.recv(), Err(crate::Error::Interrupted)));
+        handle.join().unwrap();
+    });
+}

@@ -406,7 +406,7 @@ fn lease_dropped_on_another_thread_frees_its_space_in_ring_order() {
 
 #[test]
 fn lease_limit_is_a_clear_error_and_consumes_nothing() {
-    let (_b, mut consumer, mut producer) = ring();
+    let (_b, consumer, mut producer) = ring();
     consumer.set_lease_limit(2);
     for i in 0..3u8 {
         producer.send(u32::from(i), &[i; 100]).unwrap();
@@ -435,4 +435,43 @@ fn leases_outlive_their_consumer_safely() {
     drop((consumer, producer, backing));
     assert_eq!((lease.kind(), lease.bytes().to_vec()), (7, b"still mapped".to_vec()));
     std::thread::spawn(move || drop(lease)).join().unwrap();
+}
+
+/// A consumer is moved between threads by its users (a GStreamer element
+/// keeps it in a mutex); its interrupter and leases go anywhere.
+#[test]
+fn consumer_is_send_and_interrupter_is_send_and_sync() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<Consumer<HeapBacking>>();
+    send::<crate::ring::RingConsumer>();
+    send_sync::<crate::interrupt::Interrupter<HeapBacking>>();
+    send_sync::<crate::interrupt::Interrupter<crate::MappedRing>>();
+}
+
+#[test]
+fn an_interrupt_ends_the_wait_at_once_and_only_once() {
+    let (_backing, consumer, mut producer) = ring();
+    let interrupter = consumer.interrupter();
+    let waiting = std::thread::spawn({
+        let interrupter = interrupter.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(if cfg!(miri) { 1 } else { 30 }));
+            interrupter.interrupt();
+        }
+    });
+    let began = std::time::Instant::now();
+    assert!(consumer.recv_timeout(Duration::from_secs(30)).unwrap().is_none());
+    assert!(began.elapsed() < Duration::from_secs(10), "woken by the interrupt, not the timeout");
+    waiting.join().unwrap();
+    // Taken: the next wait runs its course.
+    let began = std::time::Instant::now();
+    assert!(consumer.recv_timeout(Duration::from_millis(20)).unwrap().is_none());
+    assert!(began.elapsed() >= Duration::from_millis(20));
+    // Pending before the wait: taken by it. A frame already there still
+    // comes first; `recv` reports the interrupt as an error.
+    producer.send(1, b"first").unwrap();
+    interrupter.interrupt();
+    assert_eq!(consumer.recv().unwrap().to_vec(), b"first");
+    assert!(matches!(consumer.recv(), Err(Error::Interrupted)));
 }

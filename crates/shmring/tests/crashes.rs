@@ -266,7 +266,8 @@ fn kill_many_producers(kills: u32, other_namespace_every: Option<u32>) {
             let mut rng = 0x1234_5678_u64;
             for id in 0..kills {
                 let env = producer_env(id, 0, 1 << 20);
-                let mut victim = if other_namespace_every.is_some_and(|every| id % every == 0) {
+                let in_namespace = other_namespace_every.is_some_and(|every| id % every == 0);
+                let mut victim = if in_namespace {
                     let (producer_half, watch) = shmring::liveness_pair().unwrap();
                     watch_tx.send(watch).unwrap();
                     let fds = fds.with_liveness(producer_half).unwrap();
@@ -278,7 +279,11 @@ fn kill_many_producers(kills: u32, other_namespace_every: Option<u32>) {
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
                 std::thread::sleep(Duration::from_micros(2_000 + rng % 15_000));
-                kill_peer(&mut victim);
+                if in_namespace {
+                    kill_peer_in_namespace(&mut victim);
+                } else {
+                    kill_peer(&mut victim);
+                }
             }
             // SeqCst: SYNC POINT: pairs with the load in the `done` check.
             done.store(true, Ordering::SeqCst);
@@ -421,7 +426,7 @@ fn producer_in_its_own_pid_namespace_killed_mid_claim_is_skipped_once_its_livene
     while next < COUNT || recovered_after.is_none() {
         assert!(Instant::now() < deadline, "survivor at {next}, recovered {recovered_after:?}");
         if next == COUNT / 2 && killed_at.is_none() {
-            kill_peer(&mut hung);
+            kill_peer_in_namespace(&mut hung);
             killed_at = Some(Instant::now());
         }
         if let (Some(at), None) = (killed_at, recovered_after) {
@@ -629,7 +634,7 @@ fn slots_of_killed_producers_in_other_pid_namespaces_are_given_back() {
             }
         };
         assert!(joined, "renderer lifetime {n} could not join");
-        kill_peer(&mut peer);
+        kill_peer_in_namespace(&mut peer);
     }
     println!("{} slots in use after 80 lifetimes", consumer.stats().producers.len());
 }
@@ -695,7 +700,7 @@ fn stall_round(stall: Duration, hold: Duration, stop: bool) -> (Duration, Option
                 // SAFETY: as above.
                 unsafe { libc::kill(inner, libc::SIGCONT) };
             } else {
-                kill_peer(&mut hung);
+                kill_peer_in_namespace(&mut hung);
             }
             released_at = Some(Instant::now());
         }

@@ -144,6 +144,12 @@ impl Run {
     }
 }
 
+/// What a camera or microphone process said it did: (sent, dropped).
+pub fn tally(device: &Run) -> (u64, u64) {
+    let tally: serde_json::Value = serde_json::from_str(device.stdout.trim()).expect("the tally line");
+    (tally["sent"].as_u64().unwrap(), tally["dropped"].as_u64().unwrap())
+}
+
 /// Waits for `child` with a limit, killing it when the limit passes (a
 /// hang is a failure, not a stuck test).
 pub fn wait_for(child: Child, limit: Duration, what: &str) -> Run {

@@ -158,6 +158,16 @@ pub fn wait_for_line(child: &mut Child, prefix: &str) -> String {
     }
 }
 
+/// SIGKILLs a peer that `unshare --fork` runs in a pid namespace of its
+/// own, and reaps it. The peer itself is killed first: `--kill-child` only
+/// takes it down with `unshare` once the child has set that up.
+pub fn kill_peer_in_namespace(unshare: &mut Child) {
+    let inner = peer_in_namespace_pid(unshare);
+    // SAFETY: kill(2) on the peer we started (in a namespace of our making).
+    unsafe { libc::kill(inner, libc::SIGKILL) };
+    kill_peer(unshare);
+}
+
 /// SIGKILLs a peer and reaps it.
 pub fn kill_peer(child: &mut Child) {
     // SAFETY: kill(2) on our own child's pid.
