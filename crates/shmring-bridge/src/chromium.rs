@@ -134,6 +134,38 @@ pub fn fresh_profile_dir() -> PathBuf {
     ))
 }
 
+/// A console message in Chromium's log (`--enable-logging=stderr`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsoleMessage {
+    /// The time of day it was logged at, in seconds (from the line's
+    /// `[pid:tid:MMDD/HHMMSS.micro:...]` prefix), if the line has one.
+    pub at: Option<f64>,
+    /// The message, from the prefix asked for on.
+    pub text: String,
+}
+
+/// The console messages in Chromium's log text `log` that contain
+/// `prefix`, each cut to start there (and to end before Chromium's
+/// `", source: URL (line)` suffix).
+pub fn console_messages(log: &str, prefix: &str) -> Vec<ConsoleMessage> {
+    let time_of = |line: &str| -> Option<f64> {
+        let stamp = line.strip_prefix('[')?.split(':').nth(2)?.split_once('/')?.1;
+        let (hms, micro) = stamp.split_once('.')?;
+        let hms: u32 = hms.parse().ok()?;
+        let seconds = (hms / 10_000 * 3600 + hms / 100 % 100 * 60 + hms % 100) as f64;
+        Some(seconds + micro.parse::<f64>().ok()? / 1e6)
+    };
+    log.lines()
+        .filter_map(|line| {
+            let message = &line[line.find("CONSOLE")?..];
+            let message = &message[message.find(prefix)?..];
+            // `"text", source: URL (line)`: the text ends at the last `", source: `.
+            let text = message.rfind("\", source: ").map_or(message, |end| &message[..end]).to_string();
+            Some(ConsoleMessage { at: time_of(line), text })
+        })
+        .collect()
+}
+
 /// How to start the browser beyond [`FLAGS`].
 #[derive(Clone, Debug, Default)]
 pub struct Launch {
@@ -209,39 +241,17 @@ impl Chromium {
     }
 
     /// The capture page's progress lines so far, each with the time of day
-    /// Chromium logged it at, in seconds (from the log line's
-    /// `[pid:tid:MMDD/HHMMSS.micro:...]` prefix; lines without one are left
-    /// out).
+    /// Chromium logged it at, in seconds (lines without one are left out).
     pub fn page_log_timed(&self) -> Vec<(f64, String)> {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let time_of = |line: &str| -> Option<f64> {
-            let stamp = line.strip_prefix('[')?.split(':').nth(2)?.split_once('/')?.1;
-            let (hms, micro) = stamp.split_once('.')?;
-            let hms: u32 = hms.parse().ok()?;
-            let seconds = (hms / 10_000 * 3600 + hms / 100 % 100 * 60 + hms % 100) as f64;
-            Some(seconds + micro.parse::<f64>().ok()? / 1e6)
-        };
-        text.lines()
-            .filter_map(|line| {
-                let at = line.find("shmring-capture:")?;
-                Some((time_of(line)?, line[at..].trim_end_matches('"').to_string()))
-            })
-            .collect()
+        console_messages(&text, "shmring-capture:").into_iter().filter_map(|m| Some((m.at?, m.text))).collect()
     }
 
     /// The console messages so far that start with `prefix` (from the
     /// page or an extension), from `prefix` on.
     pub fn console_lines(&self, prefix: &str) -> Vec<String> {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
-            .filter_map(|line| {
-                let message = &line[line.find("CONSOLE")?..];
-                let at = message.find(prefix)?;
-                let message = &message[at..];
-                // `"text", source: URL (line)`: the text ends at the last `", source: `.
-                Some(message.rfind("\", source: ").map_or(message, |end| &message[..end]).to_string())
-            })
-            .collect()
+        console_messages(&text, prefix).into_iter().map(|m| m.text).collect()
     }
 
     /// Every console line so far, as Chromium logs them.

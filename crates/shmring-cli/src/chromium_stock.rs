@@ -77,6 +77,22 @@ impl Drop for Profile {
     }
 }
 
+/// Makes the child get SIGKILL when this thread ends, whatever ends it, so
+/// a killed launcher leaves no browser or bridge behind. Called from the
+/// main thread, which lives as long as the launcher.
+fn die_with_us(command: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and only calls
+    // prctl, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+}
+
 /// `shmring bridge` serving the ring, in its own process.
 struct BridgeChild {
     child: Child,
@@ -95,17 +111,7 @@ impl BridgeChild {
             // Its own group: a Ctrl-C meant for us does not stop it before
             // the browser's last frames are in.
             .process_group(0);
-        // SAFETY: the closure runs between fork and exec and only calls
-        // prctl, which is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                // It dies with us, whatever kills us.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        };
+        die_with_us(&mut command);
         let mut child = command.spawn().map_err(|e| Failure::failed(format!("cannot start the bridge: {e}")))?;
         let stdout = child.stdout.take().expect("piped");
         let (sender, lines) = std::sync::mpsc::channel();
@@ -171,6 +177,7 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
         .args(&args.browser_args)
         .stdin(Stdio::null())
         .process_group(0);
+    die_with_us(&mut command);
     let child = command.spawn().map_err(|e| {
         Failure::failed(format!(
             "cannot start {}: {e} (install Debian's chromium package: apt-get install -y chromium)",
