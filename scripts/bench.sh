@@ -11,9 +11,10 @@
 #          compare.md, compare.json, compare.svg.
 # bot      the whole recording bot per pipeline (`shmring bench bot`, real
 #          Chromium, the Python receiver, ffmpeg): ROUNDS rounds (default 3)
-#          of SECONDS s (default 20). Outputs: target/bench/bot.md, bot.json,
-#          and the chart benches/results/bot.svg, which the README shows;
-#          the README's first screen gets the headline ratio of this run.
+#          of SECONDS_PER_RUN s (default 30). Outputs: target/bench/bot.md,
+#          and, committed beside the README, benches/results/bot.json and
+#          the chart benches/results/bot.svg, which the README shows; the
+#          README's first screen gets the headline ratio of this run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,20 +63,22 @@ fi
 if [ "$which" = all ] || [ "$which" = bot ]; then
   cargo build --release -p shmring-cli -p shmring-examples
   mkdir -p benches/results
-  target/release/shmring bench bot --rounds "${ROUNDS:-3}" --seconds "${SECONDS_PER_RUN:-20}" \
-    --json "$out/bot.json" --svg benches/results/bot.svg "$@" | tee "$out/bot.md"
+  target/release/shmring bench bot --rounds "${ROUNDS:-3}" --seconds "${SECONDS_PER_RUN:-30}" \
+    --json benches/results/bot.json --svg benches/results/bot.svg "$@" | tee "$out/bot.md"
   {
     echo "<!-- written by scripts/bench.sh; edits between these markers are overwritten -->"
     echo
-    sed 's/^## /### /' "$out/bot.md"
+    # Under the README's "### The whole bot".
+    sed 's/^## /#### /' "$out/bot.md"
     echo
     echo "![CPU per recorded minute by process group, per pipeline](benches/results/bot.svg)"
     echo
-    echo "Refresh with \`scripts/bench.sh bot\` (JSON in \`$out/bot.json\`)."
+    echo "Refresh with \`scripts/bench.sh bot\` (every run's figures in \`benches/results/bot.json\`)."
   } >"$out/bot.section.md"
   replace_section bench-bot "$out/bot.section.md"
-  python3 -c 'import json,sys; h=json.load(open(sys.argv[1]))["headline"]; print(h or "")' "$out/bot.json" \
+  python3 -c 'import json,sys; h=json.load(open(sys.argv[1]))["headline"]; print(h or "")' benches/results/bot.json \
     >"$out/bot.headline.md"
+  echo "Table, chart and command: [the whole bot, per pipeline](#the-whole-bot-per-pipeline)." >>"$out/bot.headline.md"
   replace_section bench-bot-headline "$out/bot.headline.md"
 fi
 echo "updated $readme" >&2

@@ -45,6 +45,8 @@ pub struct Run {
     pub recorded: u64,
     pub probe: Option<Probe>,
     pub lane: String,
+    /// The machine's 1-minute load average as the window began.
+    pub load_average: f64,
 }
 
 impl Run {
@@ -202,8 +204,9 @@ fn wait_for_video(browser: &mut Chromium, field: &str) -> Result<(), String> {
 }
 
 /// The measured window: warm-up, then `seconds` between two samples.
-fn measure(members: &Members, warmup: Duration, seconds: f64) -> (f64, [f64; 4], [u64; 4]) {
+fn measure(members: &Members, warmup: Duration, seconds: f64) -> (f64, [f64; 4], [u64; 4], f64) {
     std::thread::sleep(warmup);
+    let load = crate::machine::load_average();
     let before = members.sample();
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(seconds));
@@ -215,7 +218,7 @@ fn measure(members: &Members, warmup: Duration, seconds: f64) -> (f64, [f64; 4],
         cpu[g] = after[g].cpu.saturating_sub(before[g].cpu).as_secs_f64() * 60.0 / window;
         rss[g] = after[g].rss;
     }
-    (window, cpu, rss)
+    (window, cpu, rss, load)
 }
 
 /// `shmring record NAME --create -o OUT`, once its ring is served.
@@ -274,7 +277,7 @@ pub fn run(pipeline: &str, round: usize, tools: &Tools, plan: &Plan) -> Result<R
             wait_for_video(&mut chromium, "captured")?;
             let members = Members { browser: vec![chromium.pid()], ..Members::default() };
             let first = page_video(&chromium, "captured").unwrap_or(0);
-            (run.window_s, run.cpu_per_min, run.rss) = measure(&members, plan.warmup, plan.seconds);
+            (run.window_s, run.cpu_per_min, run.rss, run.load_average) = measure(&members, plan.warmup, plan.seconds);
             run.captured = page_video(&chromium, "captured").unwrap_or(0).saturating_sub(first);
             run.recorded = run.captured;
             run.lane = "capture and copyTo only".to_string();
@@ -301,7 +304,7 @@ pub fn run(pipeline: &str, round: usize, tools: &Tools, plan: &Plan) -> Result<R
                 ffmpeg_parent: Some(receiver.pid()),
                 ..Members::default()
             };
-            (run.window_s, run.cpu_per_min, run.rss) = measure(&members, plan.warmup, plan.seconds);
+            (run.window_s, run.cpu_per_min, run.rss, run.load_average) = measure(&members, plan.warmup, plan.seconds);
             run.lane = page_lane(&chromium);
             run.captured = page_video(&chromium, "captured").unwrap_or(0);
             drop(chromium);
@@ -342,7 +345,7 @@ pub fn run(pipeline: &str, round: usize, tools: &Tools, plan: &Plan) -> Result<R
                 encoder: Some(recorder.pid()),
                 ffmpeg_parent: Some(recorder.pid()),
             };
-            (run.window_s, run.cpu_per_min, run.rss) = measure(&members, plan.warmup, plan.seconds);
+            (run.window_s, run.cpu_per_min, run.rss, run.load_average) = measure(&members, plan.warmup, plan.seconds);
             run.captured = page_video(&chromium, "captured").unwrap_or(0);
             drop(chromium);
             terminate(&bridge);
@@ -372,7 +375,7 @@ pub fn run(pipeline: &str, round: usize, tools: &Tools, plan: &Plan) -> Result<R
                 ffmpeg_parent: Some(recorder.pid()),
                 ..Members::default()
             };
-            (run.window_s, run.cpu_per_min, run.rss) = measure(&members, plan.warmup, plan.seconds);
+            (run.window_s, run.cpu_per_min, run.rss, run.load_average) = measure(&members, plan.warmup, plan.seconds);
             let out = finish(renderer, Duration::from_secs(30), "fake_renderer")?;
             run.captured = out
                 .lines()

@@ -28,6 +28,8 @@ pub struct Row {
 
 pub struct Summary {
     pub rows: Vec<Row>,
+    /// The lowest and highest load average any measured window began at.
+    pub load_range: (f64, f64),
     pub failures: Vec<String>,
     pub per_run: Vec<serde_json::Value>,
 }
@@ -83,6 +85,7 @@ impl Summary {
                     "round": r + 1,
                     "pipeline": run.pipeline,
                     "window_s": run.window_s,
+                    "load_average": run.load_average,
                     "cpu_s_per_recorded_minute": GROUPS.iter().zip(run.cpu_per_min).map(|(g, v)| (g.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
                     "total": total,
                     "transport": transport,
@@ -96,6 +99,8 @@ impl Summary {
                 counted.push((run.pipeline.clone(), run, transport));
             }
         }
+        let loads = runs.iter().filter_map(|(_, r)| r.as_ref().ok().map(|r| r.load_average));
+        let load_range = loads.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), l| (lo.min(l), hi.max(l)));
         let rows = pipelines
             .iter()
             .filter_map(|pipeline| {
@@ -123,7 +128,7 @@ impl Summary {
                 })
             })
             .collect();
-        Summary { rows, failures, per_run }
+        Summary { rows, load_range, failures, per_run }
     }
 
     pub fn row(&self, pipeline: &str) -> Option<&Row> {
@@ -154,9 +159,10 @@ impl Summary {
     }
 }
 
-fn date() -> String {
+/// When the run ended, to the minute, UTC.
+pub(super) fn date() -> String {
     std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -171,7 +177,8 @@ pub fn headline(summary: &Summary, machine: &Machine) -> Option<String> {
     Some(format!(
         "Measured, whole bot (Chromium + transport + encoder + ffmpeg, 1080p30 and 48 kHz audio): **{}** spends \
          **{ratio:.2}x** the CPU per recorded minute of the WebSocket-to-Python bot it replaces ({:.1} against {:.1} \
-         CPU s; transport alone {:.2}x: {:.1} against {:.1} s), unmodified Chromium; {} rounds on {} ({} cores), {}.",
+         CPU s; transport alone {:.2}x: {:.1} against {:.1} s), unmodified Chromium; median of {} rounds on {} ({} cores, \
+         shared: load average {:.1} to {:.1} as the windows began), {}.",
         best.pipeline,
         best.total,
         base.total,
@@ -181,6 +188,8 @@ pub fn headline(summary: &Summary, machine: &Machine) -> Option<String> {
         best.rounds,
         machine.cpu_model,
         machine.cores,
+        summary.load_range.0,
+        summary.load_range.1,
         date()
     ))
 }
@@ -189,10 +198,13 @@ pub fn markdown(summary: &Summary, machine: &Machine, load_before: f64, command:
     let mut out = String::new();
     out.push_str("## The whole bot, per pipeline\n\n");
     out.push_str(&format!(
-        "Machine: {} cores, {}, Linux {}; load average {load_before:.2} before the runs, {:.2} after; {}.\n",
+        "Machine: {} cores, {}, Linux {}; load average {load_before:.2} before the runs, {:.2} to {:.2} as the \
+         measured windows began, {:.2} after; {}.\n",
         machine.cores,
         machine.cpu_model,
         machine.kernel,
+        summary.load_range.0,
+        summary.load_range.1,
         crate::machine::load_average(),
         date()
     ));
@@ -256,7 +268,9 @@ pub fn markdown(summary: &Summary, machine: &Machine, load_before: f64, command:
 pub fn json(summary: &Summary, machine: &Machine, load_before: f64, command: &str, args: &Args) -> serde_json::Value {
     json!({
         "machine": machine,
+        "date": date(),
         "load_average_before": load_before,
+        "load_average_windows": { "min": summary.load_range.0, "max": summary.load_range.1 },
         "load_average_after": crate::machine::load_average(),
         "command": command,
         "seconds": args.seconds,

@@ -64,6 +64,10 @@ fn quick_bench_runs_every_pipeline_and_each_recording_passes_ffprobe() {
     assert!(lane("bridge-file").starts_with("file"), "{}", lane("bridge-file"));
     assert!(lane("bridge-websocket").starts_with("websocket"), "{}", lane("bridge-websocket"));
     assert_eq!(json["targets"].as_array().map(Vec::len), Some(2), "{}", json["targets"]);
+    // Where and when: a shared machine's figures mean little without them.
+    assert!(json["date"].as_str().is_some_and(|d| d.ends_with("UTC")), "{}", json["date"]);
+    assert!(json["load_average_windows"]["max"].as_f64().is_some(), "{}", json["load_average_windows"]);
+    assert!(json["runs"].as_array().unwrap().iter().all(|r| r["load_average"].as_f64().is_some()), "{}", json["runs"]);
     assert!(
         json["headline"]
             .as_str()

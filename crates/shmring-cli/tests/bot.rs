@@ -1,6 +1,7 @@
 //! The bot driver (`examples/bot/bot.mjs`: playwright-core driving
 //! Debian's Chromium over `--remote-debugging-pipe`) as a recording bot runs
-//! it: it records a short capture through the bridge's file lane into an
+//! it: it joins a short meeting, the meeting extension sends every
+//! participant through the bridge's file lane, and each is recorded into an
 //! MP4; and with `shmring chromium-exec` as its `executablePath`, the
 //! browser process holds the ring's descriptors at 5 and above while the
 //! stock build is reported as not knowing the switch.
@@ -15,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{ffprobe, wait_for, KillOnDrop, Sandbox};
+use shmring_bridge::chromium::{PageServer, LOOPBACK_WEBRTC};
 
 fn driver_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bot")
@@ -64,16 +66,21 @@ fn summary(stdout: &str) -> serde_json::Value {
     serde_json::from_str(line).expect("summary JSON")
 }
 
+/// The meeting page the bridge's own tests use: participants are peer
+/// connection pairs over loopback; it knows nothing of shmring.
+const MEETING: &[(&str, &str)] = &[("/meeting.html", include_str!("../../shmring-bridge/tests/pages/meeting.html"))];
+
 #[test]
-fn the_playwright_driver_records_a_capture_through_the_file_lane() {
-    let sandbox = Sandbox::new("botfile");
+fn the_playwright_driver_records_a_meeting_through_the_file_lane() {
+    let sandbox = Sandbox::new("botmeeting");
     let ring = sandbox.ring("bot");
-    let output = sandbox.path("bot.mp4");
+    let recording = sandbox.path("meeting");
     // The file lane wants the browser's profile on tmpfs, under a directory
-    // the bridge is told of.
+    // the bridge is told of; the extension goes beside it.
     let profile = shmring_bridge::chromium::fresh_profile_dir();
-    std::fs::create_dir_all(&profile).unwrap();
     let browser_profile = profile.join("data");
+    let extension = profile.join("extension");
+    std::fs::create_dir_all(&browser_profile).unwrap();
     let recorder = sandbox.spawn(&[
         "record",
         &ring,
@@ -81,7 +88,7 @@ fn the_playwright_driver_records_a_capture_through_the_file_lane() {
         "--capacity",
         "64MiB",
         "-o",
-        output.to_str().unwrap(),
+        &format!("{}/", recording.display()),
         "--seconds",
         "90",
     ]);
@@ -89,38 +96,75 @@ fn the_playwright_driver_records_a_capture_through_the_file_lane() {
     sandbox.wait_for_consumer(&ring);
     let (bridge, addr) = start_bridge(&sandbox, &ring, &["--profile-dir", profile.to_str().unwrap()]);
     let bridge_guard = KillOnDrop(bridge.id());
+    shmring_bridge::extension::write(&extension, &format!("ws://{addr}/")).unwrap();
+    let pages = PageServer::start(MEETING).unwrap();
 
-    let url = format!("http://{addr}/?lane=file&seconds=4");
+    // Two participants for 6 s, then everyone leaves and the page's title
+    // says "ended"; the bot leaves then.
+    let url = pages.url("/meeting.html", "participants=2&loopback=1&seconds=6");
+    let loopback = format!("--arg={LOOPBACK_WEBRTC}");
     let driver = start_driver(
         &sandbox,
-        &["--url", &url, "--seconds", "60", "--until-title", "done", "--profile", browser_profile.to_str().unwrap()],
+        &[
+            "--url",
+            &url,
+            "--seconds",
+            "90",
+            "--until-title",
+            "ended",
+            "--profile",
+            browser_profile.to_str().unwrap(),
+            "--extension",
+            extension.to_str().unwrap(),
+            &loopback,
+        ],
         &[],
     );
-    let run = wait_for(driver, Duration::from_secs(120), "bot.mjs");
+    let run = wait_for(driver, Duration::from_secs(150), "bot.mjs");
     println!("{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.code, 0, "the driver failed:\n{}\n{}", run.stdout, run.stderr);
-    assert_eq!(summary(&run.stdout)["title"], "done", "{}", run.stdout);
-    assert!(run.stdout.contains("shmring-capture: video lane file"), "video took the file lane:\n{}", run.stdout);
-    let done = run.stdout.lines().find(|l| l.contains("shmring-capture: done")).expect("the page finished");
-    assert!(done.contains(r#""lane":"file""#), "{done}");
+    assert_eq!(summary(&run.stdout)["title"], "ended", "the meeting ran to its end:\n{}", run.stdout);
+    // The extension's own account, as each sender closed: which lane it took.
+    let closed: Vec<&str> = run.stdout.lines().filter(|l| l.contains("shmring-extension: closed stream ")).collect();
+    assert_eq!(closed.len(), 4, "two participants' video and audio closed:\n{}", run.stdout);
+    assert_eq!(closed.iter().filter(|l| l.contains(r#""lane":"file""#)).count(), 2, "{closed:#?}");
 
-    // The bridge leaves, so does the recorder's last producer: it finishes the file.
+    // The bridge leaves, so does the recorder's last producer: it finishes the files.
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(bridge.id() as i32, libc::SIGTERM) };
     bridge_guard.disarm();
-    wait_for(bridge, Duration::from_secs(20), "bridge").succeeds();
+    let stopped = wait_for(bridge, Duration::from_secs(20), "bridge");
+    stopped.succeeds();
+    let line = stopped.stdout.lines().find(|l| l.starts_with("stopped: ")).expect("the bridge's final counters");
+    let stats: serde_json::Value = serde_json::from_str(line.trim_start_matches("stopped: ")).unwrap();
+    // Each participant's video came by the file lane (audio always goes as
+    // WebSocket payloads): one lane per video track, its frames read from
+    // the browser's file.
+    let count = |key: &str| stats[key].as_u64().unwrap_or_else(|| panic!("{key} in {stats}"));
+    assert_eq!(count("file_lanes"), 2, "one file lane per participant's video: {stats}");
+    assert_eq!((count("file_lanes_refused"), count("file_errors")), (0, 0), "{stats}");
+    assert!(count("file_messages") >= 60, "video frames through the file lane: {stats}");
+    assert!(count("declarations") >= 4, "two participants' video and audio: {stats}");
+
     recorder_guard.disarm();
     let recorded = wait_for(recorder, Duration::from_secs(60), "record");
     println!("{}", recorded.stdout);
     recorded.succeeds();
-    let probed = ffprobe(&output);
-    let (width, height, fps, frames) = probed.video.expect("a video stream");
-    assert_eq!((width, height), (1920, 1080));
-    assert!((fps - 30.0).abs() < 0.5, "{fps} fps");
-    // 4 s of capture; the first frames may go while the file lane opens,
-    // and a busy machine slows the fake camera.
-    assert!(frames >= 60, "4 s of 30 fps capture, {frames} frames recorded:\n{}", recorded.stdout);
-    assert_eq!(probed.audio.as_ref().map(|(codec, rate)| (codec.as_str(), *rate)), Some(("aac", 48_000)));
+    for participant in ["participant-1.mp4", "participant-2.mp4"] {
+        let probed = ffprobe(&recording.join(participant));
+        let (width, height, _, frames) = probed.video.unwrap_or_else(|| panic!("{participant}: a video stream"));
+        // The meeting page's participants send 640x360; WebRTC may send
+        // less while it ramps up, and a busy machine lowers the rate.
+        assert!(width > 0 && width <= 640 && height > 0 && height <= 360, "{participant}: {width}x{height}");
+        assert!(frames >= 30, "{participant}: 6 s of meeting, {frames} frames recorded:\n{}", recorded.stdout);
+        assert_eq!(
+            probed.audio.as_ref().map(|(codec, rate)| (codec.as_str(), *rate)),
+            Some(("aac", 48_000)),
+            "{participant}"
+        );
+    }
+    let mix = ffprobe(&recording.join("mix.m4a"));
+    assert_eq!(mix.audio.as_ref().map(|(codec, _)| codec.as_str()), Some("aac"), "the mix");
     let _ = std::fs::remove_dir_all(&profile);
 }
 
