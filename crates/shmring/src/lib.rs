@@ -127,6 +127,7 @@ mod signal;
 mod stall;
 pub mod stats;
 mod sync;
+pub mod watches;
 
 #[cfg(all(test, loom))]
 mod loom_tests;

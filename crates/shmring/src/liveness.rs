@@ -177,7 +177,7 @@ impl ProducerLiveness {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WatchKind {
+pub(crate) enum WatchKind {
     /// One end of a socket pair: the peer's close is a hang-up.
     Socket,
     /// A pidfd: readable once the process has exited.
@@ -189,26 +189,36 @@ enum WatchKind {
 /// which then confirms the producer's death when the descriptor hangs up.
 #[derive(Debug)]
 pub struct ProducerWatch {
-    fd: OwnedFd,
-    token: u64,
-    kind: WatchKind,
+    pub(crate) fd: OwnedFd,
+    pub(crate) token: u64,
+    pub(crate) kind: WatchKind,
+    /// The launcher that registered it over the rendezvous socket (its
+    /// pid), 0 for a watch handed over in the consumer's own process.
+    #[cfg_attr(not(feature = "rendezvous"), allow(dead_code))]
+    pub(crate) peer: u32,
 }
 
 impl ProducerWatch {
     /// Watches a producer through a pidfd (`pidfd_open` of its pid, made by
     /// its parent), for slots carrying `token`.
     pub fn pidfd(fd: OwnedFd, token: u64) -> Self {
-        ProducerWatch { fd, token, kind: WatchKind::Pidfd }
+        ProducerWatch { fd, token, kind: WatchKind::Pidfd, peer: 0 }
     }
 
     /// Watches the other end of a socket pair for slots carrying `token`.
     pub fn socket(fd: OwnedFd, token: u64) -> Self {
-        ProducerWatch { fd, token, kind: WatchKind::Socket }
+        ProducerWatch { fd, token, kind: WatchKind::Socket, peer: 0 }
     }
 
     /// The token of the slots this watch confirms.
     pub fn token(&self) -> u64 {
         self.token
+    }
+
+    /// A second handle on the same watch (a duplicated descriptor).
+    pub fn try_clone(&self) -> crate::Result<Self> {
+        let fd = self.fd.try_clone().map_err(|e| crate::Error::os_from("dup", e))?;
+        Ok(ProducerWatch { fd, ..*self })
     }
 
     /// Whether the producer is gone (one `poll`, no waiting).

@@ -441,6 +441,11 @@ impl RingHost {
     pub fn geometry(&self) -> &Geometry {
         self.ring.geometry()
     }
+
+    #[cfg(feature = "rendezvous")]
+    pub(crate) fn ring(&self) -> &Arc<MappedRing> {
+        &self.ring
+    }
 }
 
 /// The consumer of a memfd ring.

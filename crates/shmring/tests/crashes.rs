@@ -2,7 +2,6 @@
 //! included), slow producers, a consumer killed and replaced, and the
 //! leftovers of a crashed owner.
 
-use std::io::Write;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,43 +19,8 @@ const VICTIM_KIND: u32 = 1_000_000;
 #[ignore = "entry point of the peer processes the other tests spawn"]
 fn peer() {
     let role = std::env::var("SHMRING_TEST_ROLE").expect("run by the other tests only");
-    let ready = |line: &str| {
-        let mut out = std::io::stdout();
-        writeln!(out, "{line}").unwrap();
-        out.flush().unwrap();
-    };
     match role.as_str() {
-        "survivor" => {
-            // SAFETY: the parent passed these descriptors in SHMRING_FD.
-            let mut producer = unsafe { Producer::from_env() }.unwrap();
-            let id = env_u64("SHMRING_TEST_ID") as u32;
-            let count = env_u64("SHMRING_TEST_COUNT");
-            let max = env_u64("SHMRING_TEST_MAX") as usize;
-            producer.set_full_policy(FullPolicy::Block(Duration::from_millis(200)));
-            let pace = std::env::var("SHMRING_TEST_PACE_US").ok().and_then(|p| p.parse().ok()).unwrap_or(0);
-            let mut seq = 0;
-            while seq < count {
-                let len = record_len(id, seq, max);
-                match producer.reserve(len) {
-                    Ok(mut r) => {
-                        write_record(id, seq, &mut r);
-                        r.set_kind(id);
-                        r.commit();
-                        seq += 1;
-                        if pace > 0 {
-                            std::thread::sleep(Duration::from_micros(pace));
-                        }
-                    }
-                    // No consumer for now, or none for long: wait for the
-                    // next one, then send the same record again.
-                    Err(Error::ConsumerGone { .. } | Error::Timeout) => {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(e) => panic!("survivor {id}: {e}"),
-                }
-            }
-            ready(&format!("gone-seen {}", producer.stats().drops));
-        }
+        "survivor" => survivor(),
         "victim" => {
             // SAFETY: the parent passed these descriptors in SHMRING_FD.
             let mut producer = unsafe { Producer::from_env() }.unwrap();
@@ -72,14 +36,7 @@ fn peer() {
                 std::thread::sleep(Duration::from_micros(50));
             }
         }
-        "claim-and-hang" => {
-            // SAFETY: the parent passed these descriptors in SHMRING_FD.
-            let mut producer = unsafe { Producer::from_env() }.unwrap();
-            let mut r = producer.reserve(100_000).unwrap();
-            r[..50_000].fill(0xee);
-            ready(&format!("claimed {}", r.position()));
-            std::thread::sleep(Duration::from_secs(3600));
-        }
+        "claim-and-hang" => claim_and_hang(),
         "slow-claim" => {
             // SAFETY: the parent passed these descriptors in SHMRING_FD.
             let mut producer = unsafe { Producer::from_env() }.unwrap();

@@ -223,3 +223,59 @@ pub const BPF_LD_W_ABS: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
 pub const BPF_JEQ_K: u32 = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
 pub const BPF_JSET_K: u32 = libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K;
 pub const BPF_RET_K: u32 = libc::BPF_RET | libc::BPF_K;
+
+/// Prints a line the parent waits for.
+pub fn ready(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
+}
+
+/// Peer role `survivor`: sends `SHMRING_TEST_COUNT` records of producer
+/// `SHMRING_TEST_ID` (paced by `SHMRING_TEST_PACE_US`), none lost, riding
+/// out consumer changes.
+pub fn survivor() {
+    use shmring::{Error, FullPolicy, Producer};
+    use std::time::Duration;
+    // SAFETY: the parent passed these descriptors in SHMRING_FD.
+    let mut producer = unsafe { Producer::from_env() }.unwrap();
+    let id = env_u64("SHMRING_TEST_ID") as u32;
+    let count = env_u64("SHMRING_TEST_COUNT");
+    let max = env_u64("SHMRING_TEST_MAX") as usize;
+    producer.set_full_policy(FullPolicy::Block(Duration::from_millis(200)));
+    let pace = std::env::var("SHMRING_TEST_PACE_US").ok().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let mut seq = 0;
+    while seq < count {
+        let len = record_len(id, seq, max);
+        match producer.reserve(len) {
+            Ok(mut r) => {
+                write_record(id, seq, &mut r);
+                r.set_kind(id);
+                r.commit();
+                seq += 1;
+                if pace > 0 {
+                    std::thread::sleep(Duration::from_micros(pace));
+                }
+            }
+            // No consumer for now, or none for long: wait for the
+            // next one, then send the same record again.
+            Err(Error::ConsumerGone { .. } | Error::Timeout) => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("survivor {id}: {e}"),
+        }
+    }
+    ready(&format!("gone-seen {}", producer.stats().drops));
+}
+
+/// Peer role `claim-and-hang`: claims 100,000 bytes, says where, and never
+/// commits.
+pub fn claim_and_hang() {
+    // SAFETY: the parent passed these descriptors in SHMRING_FD.
+    let mut producer = unsafe { shmring::Producer::from_env() }.unwrap();
+    let mut r = producer.reserve(100_000).unwrap();
+    r[..50_000].fill(0xee);
+    ready(&format!("claimed {}", r.position()));
+    std::thread::sleep(std::time::Duration::from_secs(3600));
+}
