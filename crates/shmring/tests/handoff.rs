@@ -302,3 +302,47 @@ fn hostile_watch_registrations_are_refused_counted_and_leave_the_consumer_workin
     kill_peer(&mut sleeper);
     let _ = (live_end.as_fd(), pidfd.as_fd());
 }
+
+/// The consumer of a stall round, attached behind a host, and its held
+/// producer, launched by this process with a watch handed over the host's
+/// rendezvous socket: the consumer has it from the host's feed.
+fn handed_over_behind_a_host(
+    options: &RingOptions,
+    role: &str,
+) -> (Consumer<shmring::MappedRing>, Child, Box<dyn std::any::Any>) {
+    static ROUND: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let round = ROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = unique_name(&format!("stall{round}"));
+    let host = RingHost::create(&name, options).unwrap();
+    let server = host.serve(AccessPolicy::default()).unwrap();
+    let consumer = Consumer::connect(&name).unwrap();
+    let (producer_half, watch) = shmring::liveness_pair().unwrap();
+    shmring::rendezvous::hand_over_watch(&name, &watch).unwrap();
+    drop(watch);
+    let fds = consumer.fds().with_liveness(producer_half).unwrap();
+    let hung = spawn_peer_in_pid_namespace_with(role, fds, &[], Stdio::piped());
+    (consumer, hung, Box::new((server, host)))
+}
+
+#[test]
+#[ignore = "measurement: scripts/stall-figures.sh runs it beside crashes' stall_figures"]
+fn stall_figures_handed_over() {
+    let rounds: usize = std::env::var("SHMRING_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
+    let stall =
+        Duration::from_millis(std::env::var("SHMRING_STALL_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(250));
+    let (mut skips, mut delays) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (delay, skip) = stall_round(stall, Duration::from_secs(1), false, handed_over_behind_a_host);
+        skips.push(skip.expect("the killed claim was skipped").as_secs_f64() * 1e3);
+        delays.push(delay.as_secs_f64() * 1e3);
+    }
+    let summary = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        format!("{{\"median\": {:.1}, \"max\": {:.1}}}", v[v.len() / 2], v[v.len() - 1])
+    };
+    println!(
+        "STALL-FIGURES-HANDOFF {{\"hangup_to_skip_ms\": {}, \"other_frames_worst_delay_killed_ms\": {}}}",
+        summary(skips),
+        summary(delays)
+    );
+}
