@@ -141,6 +141,8 @@ fn producer_launched_in_its_own_pid_namespace_by_another_process_is_stepped_over
     assert_eq!((stats.recovered, stats.corrupt, stats.stuck), (1, 0, 0), "{stats:?}");
     assert_eq!(stats.read, stats.write, "the killed claim's space is free again");
     assert_eq!(server.refused_watches(), 0);
+    assert_eq!(stats.producers.len(), 0, "the dead producer's slot is free again");
+    assert_eq!(server.watch_count(), 0, "and its watch, needed by no slot, is dropped");
     println!("handed-over watch: hang-up to skip {skipped_after:?}");
 }
 
