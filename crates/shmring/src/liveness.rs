@@ -7,7 +7,8 @@
 //! - in any other namespace (a sandboxed renderer's pid means nothing
 //!   here), by a liveness descriptor that only the producer process holds:
 //!   one end of a socket pair, or a pidfd, that its launcher handed the
-//!   consumer as a [`ProducerWatch`]; its hang-up is the death.
+//!   consumer as a [`ProducerWatch`] (in process, or over the ring's
+//!   rendezvous socket from another process); its hang-up is the death.
 //!
 //! Anything else is [`Verdict::Unknown`]: treated as alive, and reported
 //! when it holds a claim too long.
