@@ -78,6 +78,9 @@
       sender = await BridgeSender.start(config.bridge, track, {
         ...(config.sender ?? {}),
         label: trackLabel,
+        // The client's own relative import resolves to a URL that
+        // web_accessible_resources' dynamic ids refuse: name the module.
+        fileLaneUrl: chrome.runtime.getURL('shmring-file-lane.js'),
         onNotice: (notice) => {
           if (notice.type === 'ready' && !announced) {
             announced = true;

@@ -5,11 +5,14 @@
 //! Chromium's log, which is kept for diagnostics.
 
 use std::fs::{self, File};
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -35,6 +38,68 @@ pub const FLAGS: &[&str] = &[
     "--enable-logging=stderr",
     "--v=0",
 ];
+
+/// Lets WebRTC gather 127.0.0.1 host candidates (Chromium gathers none by
+/// default), so a meeting page whose peers keep to them never leaves the
+/// loopback interface.
+pub const LOOPBACK_WEBRTC: &str = "--allow-loopback-in-peer-connection";
+
+/// Serves fixed pages (`(path, html)`) over plain HTTP on an ephemeral
+/// loopback port until dropped: a test's own pages, that know nothing of
+/// the bridge.
+pub struct PageServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl PageServer {
+    pub fn start(pages: &'static [(&'static str, &'static str)]) -> io::Result<PageServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    let _ = serve_page(stream, pages);
+                }
+            }
+        });
+        Ok(PageServer { addr, stop })
+    }
+
+    /// The URL of `page` with `query`.
+    pub fn url(&self, page: &str, query: &str) -> String {
+        format!("http://{}{page}?{query}", self.addr)
+    }
+}
+
+impl Drop for PageServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr); // wakes the accept loop
+    }
+}
+
+fn serve_page(mut stream: TcpStream, pages: &[(&str, &str)]) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut request = String::new();
+    BufReader::new(&stream).read_line(&mut request)?;
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let path = path.split('?').next().unwrap_or(path);
+    let (status, body) = match pages.iter().find(|(name, _)| *name == path) {
+        Some((_, body)) => ("200 OK", *body),
+        None => ("404 Not Found", ""),
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
 
 /// The browser binary: `$CHROMIUM` if set, else the first of `chromium`,
 /// `chromium-browser`, `google-chrome` found on `PATH`.
@@ -67,6 +132,38 @@ pub fn fresh_profile_dir() -> PathBuf {
         std::process::id(),
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
     ))
+}
+
+/// A console message in Chromium's log (`--enable-logging=stderr`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsoleMessage {
+    /// The time of day it was logged at, in seconds (from the line's
+    /// `[pid:tid:MMDD/HHMMSS.micro:...]` prefix), if the line has one.
+    pub at: Option<f64>,
+    /// The message, from the prefix asked for on.
+    pub text: String,
+}
+
+/// The console messages in Chromium's log text `log` that contain
+/// `prefix`, each cut to start there (and to end before Chromium's
+/// `", source: URL (line)` suffix).
+pub fn console_messages(log: &str, prefix: &str) -> Vec<ConsoleMessage> {
+    let time_of = |line: &str| -> Option<f64> {
+        let stamp = line.strip_prefix('[')?.split(':').nth(2)?.split_once('/')?.1;
+        let (hms, micro) = stamp.split_once('.')?;
+        let hms: u32 = hms.parse().ok()?;
+        let seconds = (hms / 10_000 * 3600 + hms / 100 % 100 * 60 + hms % 100) as f64;
+        Some(seconds + micro.parse::<f64>().ok()? / 1e6)
+    };
+    log.lines()
+        .filter_map(|line| {
+            let message = &line[line.find("CONSOLE")?..];
+            let message = &message[message.find(prefix)?..];
+            // `"text", source: URL (line)`: the text ends at the last `", source: `.
+            let text = message.rfind("\", source: ").map_or(message, |end| &message[..end]).to_string();
+            Some(ConsoleMessage { at: time_of(line), text })
+        })
+        .collect()
 }
 
 /// How to start the browser beyond [`FLAGS`].
@@ -144,39 +241,17 @@ impl Chromium {
     }
 
     /// The capture page's progress lines so far, each with the time of day
-    /// Chromium logged it at, in seconds (from the log line's
-    /// `[pid:tid:MMDD/HHMMSS.micro:...]` prefix; lines without one are left
-    /// out).
+    /// Chromium logged it at, in seconds (lines without one are left out).
     pub fn page_log_timed(&self) -> Vec<(f64, String)> {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let time_of = |line: &str| -> Option<f64> {
-            let stamp = line.strip_prefix('[')?.split(':').nth(2)?.split_once('/')?.1;
-            let (hms, micro) = stamp.split_once('.')?;
-            let hms: u32 = hms.parse().ok()?;
-            let seconds = (hms / 10_000 * 3600 + hms / 100 % 100 * 60 + hms % 100) as f64;
-            Some(seconds + micro.parse::<f64>().ok()? / 1e6)
-        };
-        text.lines()
-            .filter_map(|line| {
-                let at = line.find("shmring-capture:")?;
-                Some((time_of(line)?, line[at..].trim_end_matches('"').to_string()))
-            })
-            .collect()
+        console_messages(&text, "shmring-capture:").into_iter().filter_map(|m| Some((m.at?, m.text))).collect()
     }
 
     /// The console messages so far that start with `prefix` (from the
     /// page or an extension), from `prefix` on.
     pub fn console_lines(&self, prefix: &str) -> Vec<String> {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
-            .filter_map(|line| {
-                let message = &line[line.find("CONSOLE")?..];
-                let at = message.find(prefix)?;
-                let message = &message[at..];
-                // `"text", source: URL (line)`: the text ends at the last `", source: `.
-                Some(message.rfind("\", source: ").map_or(message, |end| &message[..end]).to_string())
-            })
-            .collect()
+        console_messages(&text, prefix).into_iter().map(|m| m.text).collect()
     }
 
     /// Every console line so far, as Chromium logs them.

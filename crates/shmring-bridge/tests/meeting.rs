@@ -1,8 +1,9 @@
 //! A real meeting recorded from a page that knows nothing of shmring:
 //! headless Chromium (Debian's package) loads the extension (`extension/`,
 //! written by the bridge with `--extension-dir`) and opens a meeting page
-//! served by this test, in which each participant is a pair of loopback
-//! peer connections sending the fake camera and microphone. The extension
+//! served by this test, in which each participant is a pair of peer
+//! connections sending the fake camera and microphone over 127.0.0.1 only
+//! (`loopback=1`, with [`LOOPBACK_WEBRTC`]). The extension
 //! finds every remote track and sends it through the bridge (its own
 //! process); this process is the ring's consumer. Fails, rather than skips,
 //! when Chromium is missing.
@@ -10,15 +11,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shmring_bridge::chromium::{self, Chromium, Launch};
+use shmring_bridge::chromium::{self, Chromium, Launch, PageServer, LOOPBACK_WEBRTC};
 use shmring_media::{Announcement, AudioFrame, PixelFormat, VideoFrame, KIND_ANNOUNCE, KIND_AUDIO, KIND_VIDEO};
 
 /// One browser at a time: the machine has two cores, and a meeting of four
@@ -27,61 +25,6 @@ static ONE_BROWSER: Mutex<()> = Mutex::new(());
 
 const PAGES: &[(&str, &str)] =
     &[("/meeting.html", include_str!("pages/meeting.html")), ("/plain.html", include_str!("pages/plain.html"))];
-
-/// Serves [`PAGES`] over plain HTTP on an ephemeral loopback port until
-/// dropped.
-struct PageServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl PageServer {
-    fn start() -> PageServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the page server");
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopping.load(Ordering::Relaxed) {
-                    break;
-                }
-                if let Ok(stream) = stream {
-                    let _ = serve_page(stream);
-                }
-            }
-        });
-        PageServer { addr, stop }
-    }
-
-    fn url(&self, page: &str, query: &str) -> String {
-        format!("http://{}{page}?{query}", self.addr)
-    }
-}
-
-impl Drop for PageServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(self.addr); // wakes the accept loop
-    }
-}
-
-fn serve_page(mut stream: TcpStream) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut request = String::new();
-    BufReader::new(&stream).read_line(&mut request)?;
-    let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let path = path.split('?').next().unwrap_or(path);
-    let (status, body) = match PAGES.iter().find(|(name, _)| *name == path) {
-        Some((_, body)) => ("200 OK", *body),
-        None => ("404 Not Found", ""),
-    };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
 
 /// A fresh directory for the extension the bridge writes.
 fn extension_dir() -> PathBuf {
@@ -216,9 +159,9 @@ impl Meeting {
         let consumer = ring(32 << 20);
         let extension = extension_dir();
         let bridge = BridgeProcess::start(&consumer, &["--extension-dir", extension.to_str().unwrap()]);
-        let pages = PageServer::start();
-        let launch =
-            Launch { extra_args: vec![format!("--load-extension={}", extension.display())], ..Launch::default() };
+        let pages = PageServer::start(PAGES).expect("serve the pages");
+        let extra_args = vec![format!("--load-extension={}", extension.display()), LOOPBACK_WEBRTC.to_string()];
+        let launch = Launch { extra_args, ..Launch::default() };
         let browser = Chromium::launch_with(&binary, &pages.url(page, query), &launch).expect("launch Chromium");
         Meeting { consumer, bridge, browser, extension, _pages: pages }
     }
@@ -263,7 +206,7 @@ fn every_participants_video_and_audio_arrive_with_distinct_labels() {
     let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     // The page plays no remote audio itself: the extension must make
     // Chromium pull it.
-    let mut meeting = Meeting::open("/meeting.html", "participants=4&seconds=10&playout=none");
+    let mut meeting = Meeting::open("/meeting.html", "participants=4&seconds=10&playout=none&loopback=1");
     let mut streams = BTreeMap::new();
     meeting.run_until(
         &mut streams,
@@ -333,7 +276,7 @@ fn every_participants_video_and_audio_arrive_with_distinct_labels() {
 fn a_participant_leaving_closes_its_streams_and_a_late_one_is_recorded() {
     let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     // Participant 2 leaves 5 s in; participant 3 joins 4 s in.
-    let mut meeting = Meeting::open("/meeting.html", "participants=3&join=3@4&leave=2@5&seconds=12");
+    let mut meeting = Meeting::open("/meeting.html", "participants=3&join=3@4&leave=2@5&seconds=12&loopback=1");
     let mut streams = BTreeMap::new();
     let stream_of = |announced: &BTreeMap<u32, Announced>, participant: &str, kind: &str| {
         announced.iter().find(|(_, a)| a.participant == participant && a.kind == kind).map(|(id, _)| *id)

@@ -1,14 +1,19 @@
-//! `shmring chromium`: the launcher for a Chromium built with the patch
-//! series in `chromium-patch/`. It creates a ring, starts the browser with
-//! the ring's segment inherited and `--shmring-fds=MEMFD:MEMFD:MEMFD` (the
-//! series' three places, from when the ring had two semaphores besides),
-//! and consumes what the renderers write (recording it with `-o`).
+//! `shmring chromium`: start Chromium and record what its pages receive.
+//!
+//! For a Chromium built with the patch series in `chromium-patch/`, it
+//! creates a ring, starts the browser with the ring's segment inherited and
+//! `--shmring-fds=MEMFD:MEMFD:MEMFD` (the series' three places, from when
+//! the ring had two semaphores besides), and consumes what the renderers
+//! write (recording it with `-o`). For a stock build it takes the bridge's
+//! way instead ([`crate::chromium_stock`]).
 //!
 //! A stock Chromium ignores switches it does not know, silently. So the
 //! launcher looks at the program the browser really runs (after any
-//! wrapper script has exec'd it) for the switch's name, says at once when
-//! it is missing, and gives up after `--attach-timeout` if no renderer has
-//! attached, pointing to the browser bridge instead of waiting forever.
+//! wrapper script has exec'd it) for the switch's name: with `--build auto`
+//! (the default) in a short headless start of its own before the real
+//! one; with `--build patched`, in the real start, saying at once when it
+//! is missing and giving up after `--attach-timeout` if no renderer has
+//! attached, pointing to the bridge instead of waiting forever.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -17,10 +22,10 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use shmring::{AccessPolicy, Consumer};
+use shmring::{AccessPolicy, Consumer, InheritableFds};
 use shmring_media::{KIND_AUDIO, KIND_VIDEO};
 
-use crate::cli::ChromiumArgs;
+use crate::cli::{ChromiumArgs, ChromiumBuild};
 use crate::encoder::{interrupt_flag, Encoder, EncoderConfig, StopRule};
 use crate::failure::{Failure, Outcome};
 use crate::host::ring_options;
@@ -29,12 +34,18 @@ use crate::process;
 /// The switch the patched browser takes (`switches::kShmringFds`).
 pub const SWITCH: &str = "shmring-fds";
 
-/// `--shmring-fds=...` for the ring's inherited segment `memfd`. The patch
-/// series takes three descriptors (segment and two semaphores); the ring
-/// has only the segment now (its signalling words are inside), so it goes
-/// in all three places and the renderer closes the two extra copies.
-pub fn switch_for(memfd: &str) -> String {
-    format!("--{SWITCH}={memfd}:{memfd}:{memfd}")
+/// `--shmring-fds=...` for a ring's inherited descriptors. The patch series
+/// takes three descriptor numbers (segment and two semaphores) and hands
+/// every renderer a copy of each; the ring needs only the segment now (its
+/// signalling words are inside), so the segment goes in the first and last
+/// places, and the second carries the producer half of the browser's
+/// liveness pair when there is one (else the segment again). Every renderer
+/// then holds a copy of that half, which carries its token, and attaches
+/// with it (see `RingFds::from_spec`): the watch's hang-up confirms that the
+/// browser and all its renderers are gone.
+pub fn switch_for(inherited: &InheritableFds) -> String {
+    let (memfd, live) = inherited.descriptors();
+    format!("--{SWITCH}={memfd}:{}:{memfd}", live.unwrap_or(memfd))
 }
 
 /// The runtime feature that exposes the JS API in a patched build.
@@ -119,16 +130,95 @@ fn file_contains(path: &Path, needle: &[u8]) -> std::io::Result<bool> {
 }
 
 pub fn launch(args: ChromiumArgs) -> Outcome {
-    let name = args.ring.clone().unwrap_or_else(|| format!("chromium-{}", std::process::id()));
-    let _span = tracing::info_span!("chromium", ring = %name).entered();
-    let consumer = Consumer::create(&name, &ring_options(&args.shape)).map_err(|e| Failure::ring(&name, e))?;
-    let _server = consumer.serve(AccessPolicy::default()).map_err(|e| Failure::ring(&name, e))?;
-    let inherited = consumer.fds().inheritable().map_err(|e| Failure::ring(&name, e))?;
-    let switch = switch_for(inherited.spec());
     // Whatever the browser leaves behind (crash handler, zygote children)
     // is reparented to us, so that we can stop and reap it.
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    match args.build {
+        ChromiumBuild::Patched => launch_patched(args),
+        ChromiumBuild::Stock => crate::chromium_stock::launch(args),
+        ChromiumBuild::Auto => match probe(&args.browser) {
+            Support::Known(exe) => {
+                eprintln!("chromium: {} knows --{SWITCH}: the patched path", exe.display());
+                launch_patched(args)
+            }
+            Support::Unknown(exe) => {
+                eprintln!("chromium: {} is a stock build: the bridge and the extension", exe.display());
+                crate::chromium_stock::launch(args)
+            }
+            Support::Undetermined(why) => {
+                eprintln!("chromium: cannot tell the build ({why}): the bridge and the extension, which work with any");
+                crate::chromium_stock::launch(args)
+            }
+        },
+    }
+}
+
+/// Which build `browser` is: started headless on a blank page with a
+/// throwaway profile, looked at, and stopped.
+fn probe(browser: &Path) -> Support {
+    let profile = std::env::temp_dir().join(format!("shmring-chromium-probe-{}", std::process::id()));
+    let mut command = Command::new(browser);
+    command
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("about:blank")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let support = match command.spawn() {
+        Ok(child) => {
+            let support = switch_support(child.id());
+            stop_browser(child.id());
+            support
+        }
+        Err(e) => Support::Undetermined(format!("cannot start {}: {e}", browser.display())),
+    };
+    let _ = std::fs::remove_dir_all(&profile);
+    support
+}
+
+/// Stops the browser (pid `pid`, leader of its own process group) and
+/// whatever it left reparented to us (see [`reap_orphans`]).
+pub fn stop_browser(pid: u32) {
+    stop_browser_group(pid);
+    reap_orphans();
+}
+
+/// Stops the browser (pid `pid`, leader of its own process group): SIGTERM,
+/// up to 5 s to exit, then SIGKILL for it and everything of its group.
+pub fn stop_browser_group(pid: u32) {
+    let _ = process::kill(pid, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match process::wait(pid, false) {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) if Instant::now() > deadline => {
+                let _ = process::kill(pid, libc::SIGKILL);
+                let _ = process::wait(pid, true);
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    // Renderers, zygote and helpers: the rest of the group.
+    // SAFETY: kill with a negative pid signals the group we created.
+    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+}
+
+fn launch_patched(args: ChromiumArgs) -> Outcome {
+    let name = args.ring.clone().unwrap_or_else(|| format!("chromium-{}", std::process::id()));
+    let _span = tracing::info_span!("chromium", ring = %name).entered();
+    let consumer = Consumer::create(&name, &ring_options(&args.shape)).map_err(|e| Failure::ring(&name, e))?;
+    let _server = consumer.serve(AccessPolicy::default()).map_err(|e| Failure::ring(&name, e))?;
+    // The browser's renderers run in pid namespaces of their own: only a
+    // liveness descriptor they all hold can confirm their deaths.
+    let (browser_half, watch) = shmring::liveness_pair().map_err(|e| Failure::ring(&name, e))?;
+    consumer.watch_producer(watch);
+    let fds = consumer.fds().with_liveness(browser_half).map_err(|e| Failure::ring(&name, e))?;
+    let inherited = fds.inheritable().map_err(|e| Failure::ring(&name, e))?;
+    let switch = switch_for(&inherited);
     let mut command = Command::new(&args.browser);
     command.args(&args.browser_args).arg(&switch).stdin(Stdio::null());
     // The JS API (`track.shmringAttach`) is behind the runtime feature
@@ -144,32 +234,15 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
             args.browser.display()
         ))
     })?;
-    drop(inherited);
+    // From here only the browser and what it starts hold the half.
+    drop((inherited, fds));
     let pid = child.id();
     eprintln!("chromium: started {} (pid {pid}) with {switch}, ring {name}", args.browser.display());
     let support = switch_support(pid);
     let stock_hint = stock_hint(&name);
     eprintln!("chromium: {}", support.describe(&name));
     let interrupted = interrupt_flag()?;
-    let stop_browser = || {
-        let _ = process::kill(pid, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match process::wait(pid, false) {
-                Ok(Some(_)) | Err(_) => break,
-                Ok(None) if Instant::now() > deadline => {
-                    let _ = process::kill(pid, libc::SIGKILL);
-                    let _ = process::wait(pid, true);
-                    break;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-        // Renderers, zygote and helpers: the rest of the group.
-        // SAFETY: kill with a negative pid signals the group we created.
-        unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
-        reap_orphans();
-    };
+    let stop_browser = || stop_browser(pid);
 
     let attach_deadline = Instant::now() + args.attach_timeout;
     loop {
@@ -212,6 +285,7 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
         deadline: args.seconds.map(|s| Instant::now() + s),
         when_producers_leave: false,
         interrupted: interrupted.clone(),
+        ..StopRule::default()
     };
     let outcome = match &args.output {
         Some(output) => {
@@ -231,8 +305,10 @@ pub fn launch(args: ChromiumArgs) -> Outcome {
 }
 
 /// Kills and reaps what the browser left reparented to us (we are its
-/// subreaper): helpers outside its process group, such as the crash handler.
-fn reap_orphans() {
+/// subreaper): helpers outside its process group, such as the crash
+/// handler. Every child of ours goes: call it once nothing else of ours
+/// (an ffmpeg, the bridge) runs.
+pub fn reap_orphans() {
     let own = std::process::id();
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
@@ -268,13 +344,13 @@ fn children_of(parent: u32) -> Vec<u32> {
 }
 
 /// Ends a recording (through its interrupt flag) when the browser exits.
-struct BrowserWatch<'a> {
-    pid: u32,
-    interrupted: &'a std::sync::atomic::AtomicBool,
+pub struct BrowserWatch<'a> {
+    pub pid: u32,
+    pub interrupted: &'a std::sync::atomic::AtomicBool,
 }
 
 impl BrowserWatch<'_> {
-    fn check(&self) {
+    pub fn check(&self) {
         // Signal 0 only asks whether the process is still there.
         if process::kill(self.pid, 0).is_err() || matches!(process::wait(self.pid, false), Ok(Some(_))) {
             self.interrupted.store(true, Ordering::Relaxed);
@@ -283,7 +359,7 @@ impl BrowserWatch<'_> {
 }
 
 /// Without `-o`: count what the renderers write until the browser exits.
-fn count_frames(consumer: &shmring::RingConsumer, stop: &StopRule, pid: u32) -> Outcome {
+pub fn count_frames(consumer: &shmring::RingConsumer, stop: &StopRule, pid: u32) -> Outcome {
     let (mut video, mut audio, mut bytes) = (0u64, 0u64, 0u64);
     let started = Instant::now();
     let mut next_line = started + Duration::from_secs(1);
@@ -291,7 +367,12 @@ fn count_frames(consumer: &shmring::RingConsumer, stop: &StopRule, pid: u32) -> 
         if stop.interrupted.load(Ordering::Relaxed) || stop.deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        if matches!(process::wait(pid, false), Ok(Some(_))) {
+        if stop.producers_done.load(Ordering::Relaxed) {
+            let stats = consumer.stats();
+            if stats.peek == stats.write {
+                break;
+            }
+        } else if matches!(process::wait(pid, false), Ok(Some(_))) {
             break;
         }
         match consumer.recv_timeout(Duration::from_millis(100)) {

@@ -54,7 +54,8 @@ pub enum Command {
     Microphone(MicrophoneArgs),
     /// Serve a WebSocket bridge so that stock browsers write into a ring (a producer of it).
     Bridge(BridgeArgs),
-    /// Start Chromium with a ring's descriptors inherited (`--shmring-fds`), and consume it.
+    /// Start Chromium and record what its pages receive: a patched build through
+    /// `--shmring-fds`, a stock one through the bridge and the meeting extension.
     Chromium(ChromiumArgs),
     /// Exec a browser with a named ring's descriptors at 5 and above: an `executablePath` for Playwright or Puppeteer.
     ChromiumExec(ChromiumExecArgs),
@@ -380,14 +381,31 @@ pub struct BridgeArgs {
     pub profile_dirs: Vec<PathBuf>,
 }
 
+/// Which way the browser's frames reach the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChromiumBuild {
+    /// Look at the build first: patched if it knows --shmring-fds, else stock.
+    Auto,
+    /// Renderers write into the ring (`--shmring-fds`); fails on a stock build.
+    Patched,
+    /// The bridge serves the ring, the profile goes on tmpfs, and the
+    /// meeting extension sends every remote track of every page.
+    Stock,
+}
+
 #[derive(Debug, Args)]
 pub struct ChromiumArgs {
     /// Ring name to create for the browser (default: chromium-PID).
     #[arg(long)]
     pub ring: Option<String>,
-    /// Record what the browser writes into this MP4 (default: count frames only).
+    /// Record what the browser's pages receive: a directory (DIR/ for
+    /// participant-N.mp4 and mix.m4a) or a file (as `record -o`); default:
+    /// count frames only.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Which path to take.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub build: ChromiumBuild,
     /// Stop after this long (default: when the browser exits).
     #[arg(long, value_parser = parse_duration)]
     pub seconds: Option<Duration>,

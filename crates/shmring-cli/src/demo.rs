@@ -85,6 +85,7 @@ pub fn demo(args: DemoArgs) -> Outcome {
         deadline: Some(Instant::now() + args.seconds + Duration::from_secs(20)),
         when_producers_leave: true,
         interrupted: interrupt_flag()?,
+        ..StopRule::default()
     };
     // One camera and one microphone: one file, no mix of a single voice.
     let config = EncoderConfig {

@@ -10,6 +10,7 @@ mod capture;
 mod cat;
 mod chromium;
 mod chromium_exec;
+mod chromium_stock;
 mod cli;
 mod demo;
 mod encoder;

@@ -45,6 +45,7 @@ pub fn record(args: RecordArgs) -> Outcome {
         deadline: args.seconds.map(|s| Instant::now() + s),
         when_producers_leave: !args.keep_going,
         interrupted,
+        ..StopRule::default()
     };
     let _span = tracing::info_span!("record", ring = %name).entered();
     eprintln!("recording ring {name} into {} (Ctrl-C to stop)", args.encode.output.display());

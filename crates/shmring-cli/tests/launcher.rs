@@ -21,7 +21,8 @@ fn stock_chromium_is_reported_as_not_knowing_the_switch() {
     // The flags the bridge's own Chromium tests run with (headless, nothing
     // that reaches for the network).
     let profile_flag = format!("--user-data-dir={}", profile.display());
-    let mut args = vec!["chromium", "--ring", &ring, "--attach-timeout", "4s", "--capacity", "16MiB", "--"];
+    let mut args =
+        vec!["chromium", "--build", "patched", "--ring", &ring, "--attach-timeout", "4s", "--capacity", "16MiB", "--"];
     args.extend_from_slice(shmring_bridge::chromium::FLAGS);
     args.extend([profile_flag.as_str(), "about:blank"]);
     let launcher = sandbox.spawn(&args);

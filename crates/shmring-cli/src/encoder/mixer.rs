@@ -3,9 +3,11 @@
 //! The mix has its own timeline, in samples at the rate of the first audio
 //! stream, starting with that stream's first chunk. Each stream is placed
 //! on it by timestamp with the same rules as a participant's audio (gaps
-//! are left silent, overlaps trimmed; see [`AudioClock`]): streams on one
-//! clock line up exactly, a stream on another clock is lined up with the
-//! present when it first comes. Mixing is a sum, clamped to [-1, 1] when
+//! are left silent, overlaps trimmed; see [`AudioClock`]). A stream whose
+//! first chunk is stamped within [`SAME_CLOCK`] of the present on the first
+//! stream's clock shares that clock and lines up exactly; any other (its
+//! own clock, as Chromium's remote audio tracks count from when each track
+//! started) is lined up with the present when it first comes. Mixing is a sum, clamped to [-1, 1] when
 //! written. What lies more than [`MIX_LATENCY`] behind the present is final
 //! and goes to ffmpeg; a chunk for a part already written is cut (counted
 //! late), one far ahead of the present is dropped (counted ahead).
@@ -24,11 +26,16 @@ pub const MIX_LATENCY: Duration = Duration::from_secs(2);
 const MIX_AHEAD: Duration = Duration::from_secs(3);
 /// The mix is stereo.
 const CHANNELS: usize = 2;
+/// How far from the present a stream's first stamp may be, on the first
+/// stream's clock, for the two to be taken as one clock.
+const SAME_CLOCK: Duration = Duration::from_millis(500);
 
 /// One stream's part in the mix.
 #[derive(Clone, Debug, Default)]
 pub struct MixInput {
     clock: Option<AudioClock>,
+    /// The stamp, on this stream's clock, of the mix's sample 0.
+    origin_us: i64,
     /// Chunks mixed in (maybe cut), and dropped: late, ahead of the
     /// present, unusable (another sample rate, or longer than a second),
     /// after the mix failed.
@@ -105,9 +112,20 @@ impl<'c> Mixer<'c> {
             input.unusable += 1;
             return;
         }
-        let clock = input.clock.get_or_insert_with(|| AudioClock::new(rate));
+        if input.clock.is_none() {
+            let on_first_clock = (i128::from(pcm.timestamp_us) - i128::from(origin_us)) * i128::from(rate) / 1_000_000;
+            let tolerance = SAME_CLOCK.as_millis() as i128 * i128::from(rate) / 1000;
+            input.origin_us = if (on_first_clock - i128::from(now)).abs() <= tolerance {
+                origin_us
+            } else {
+                let now_us = i128::from(now) * 1_000_000 / i128::from(rate);
+                (i128::from(pcm.timestamp_us) - now_us).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+            };
+            input.clock = Some(AudioClock::new(rate));
+        }
+        let clock = input.clock.as_mut().expect("set above");
         let before = clock.written();
-        let (silence, skip) = match clock.place(pcm.timestamp_us, pcm.frames, origin_us, now) {
+        let (silence, skip) = match clock.place(pcm.timestamp_us, pcm.frames, input.origin_us, now) {
             AudioSlot::Late => {
                 input.late += 1;
                 return;
@@ -263,6 +281,19 @@ mod tests {
         assert_eq!(mixer.buffer[479 * CHANNELS], 0.25);
         assert_eq!(mixer.buffer[480 * CHANNELS], 0.0, "nobody spoke there");
         assert_eq!(mixer.buffer[1440 * CHANNELS], 0.5);
+    }
+
+    #[test]
+    fn a_stream_on_its_own_clock_is_lined_up_with_the_present() {
+        let mut mixer = mixer();
+        // As if the mix had started 1 s ago.
+        mixer.origin = Some((Instant::now() - Duration::from_secs(1), 1_000_000, 48_000));
+        mixer.add(1, &chunk(1_000_000, 0.25, 2));
+        // A stream counting from its own start (stamp 0.9 s, 1.9 s before
+        // the present on the first clock) lands near the present, 1 s in.
+        mixer.add(2, &chunk(900_000, 0.5, 2));
+        let at = mixer.buffer.iter().step_by(CHANNELS).position(|&s| s == 0.5).expect("mixed in") as i64;
+        assert!((at - 48_000).abs() < 4_800, "at sample {at}");
     }
 
     #[test]

@@ -49,13 +49,16 @@ use segment::SegmentSettings;
 use streams::Streams;
 
 /// When the encoder stops.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct StopRule {
     pub deadline: Option<Instant>,
     /// Stop once producers have come and every one has left (and the ring
     /// is drained).
     pub when_producers_leave: bool,
     pub interrupted: Arc<AtomicBool>,
+    /// Raised when no producer will write any more (the bridge has
+    /// exited): stop once the ring is drained.
+    pub producers_done: Arc<AtomicBool>,
 }
 
 /// Encoder settings.
@@ -259,6 +262,11 @@ impl<'c> Encoder<'c> {
         let now = Instant::now();
         if stop.deadline.is_some_and(|d| now >= d) {
             return Some(StopReason::Deadline);
+        }
+        if stop.producers_done.load(Ordering::Relaxed) {
+            let stats = self.consumer.stats();
+            // Every claim has been handed to us (or stepped over).
+            return (stats.peek == stats.write).then_some(StopReason::ProducersLeft);
         }
         if !stop.when_producers_leave {
             return None;
