@@ -11,10 +11,7 @@ use common::{wait_for, Sandbox};
 
 #[test]
 fn stock_chromium_is_reported_as_not_knowing_the_switch() {
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists(),
-        "Debian's chromium package is required (apt-get install -y chromium)"
-    );
+    common::require_chromium();
     let sandbox = Sandbox::new("launcher");
     let profile = sandbox.path("profile");
     let ring = sandbox.ring("browser");
