@@ -71,6 +71,7 @@ impl Profile {
             None => {
                 let mut profile =
                     Profile { data: base.join("data"), extension: base.join("extension"), base: None, mounted: false };
+                unmount_abandoned_profiles(&base);
                 match mount_tmpfs(&base) {
                     Ok(()) => {
                         profile.mounted = true;
@@ -97,6 +98,46 @@ impl Profile {
         }
         Ok(profile)
     }
+}
+
+/// Unmounts and removes the profile tmpfs of launchers that were killed
+/// before they could (a mount outlives its process): tmpfs mounts in the
+/// directory of `fresh`, named as [`shmring_bridge::chromium::fresh_profile_dir`]
+/// names them, whose launcher's pid is gone. A live pid (even a reused
+/// one) keeps its mount.
+fn unmount_abandoned_profiles(fresh: &Path) {
+    let (Some(parent), Some(name)) = (fresh.parent(), fresh.file_name().and_then(|n| n.to_str())) else { return };
+    // `PREFIX-PID-NANOS`: this launcher's own name says what the prefix is.
+    let Some(prefix) = name.rsplitn(3, '-').nth(2).map(|p| format!("{p}-")) else { return };
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return };
+    for line in mounts.lines() {
+        let mut fields = line.split(' ');
+        let (Some(_), Some(point), Some("tmpfs")) = (fields.next(), fields.next(), fields.next()) else { continue };
+        let point = Path::new(point);
+        let Some(pid) = (point.parent() == Some(parent))
+            .then(|| point.file_name()?.to_str()?.strip_prefix(&prefix)?.split('-').next()?.parse::<u32>().ok())
+            .flatten()
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if unmount(point) {
+            eprintln!("chromium: unmounted {}, the profile of a launcher that is gone (pid {pid})", point.display());
+            let _ = std::fs::remove_dir_all(point);
+        }
+    }
+}
+
+/// Detaches the mount at `point`: a process still holding a file there
+/// (a browser's crash handler) does not keep it busy.
+fn unmount(point: &Path) -> bool {
+    let Ok(target) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(point.as_os_str())) else {
+        return false;
+    };
+    // SAFETY: `target` is a NUL-terminated string that outlives the call.
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) == 0 }
 }
 
 /// Mounts a fresh tmpfs with [`PROFILE_TMPFS`] on the directory `at`.
@@ -126,12 +167,7 @@ impl Drop for Profile {
     fn drop(&mut self) {
         let Some(base) = &self.base else { return };
         if self.mounted {
-            if let Ok(target) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(base.as_os_str())) {
-                // Detached: a process still holding a file there (the
-                // browser's crash handler) does not keep the mount busy.
-                // SAFETY: `target` is a NUL-terminated string that outlives the call.
-                unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-            }
+            unmount(base);
         }
         let _ = std::fs::remove_dir_all(base);
     }

@@ -107,6 +107,23 @@ fn a_meeting_of_four_is_recorded_per_participant_by_shmring_chromium() {
     let mut args = vec!["chromium", "--build", "stock", "-o", &dir, "--seconds", LAUNCHER_SECONDS, "--"];
     args.extend_from_slice(FLAGS);
     args.extend([LOOPBACK_WEBRTC, url.as_str()]);
+    // As root: the profile tmpfs of a launcher killed before it could
+    // unmount it, which this one removes (its pid is gone).
+    // SAFETY: geteuid has no preconditions.
+    // (Root in a container may not mount: then neither may the launcher.)
+    let abandoned = (unsafe { libc::geteuid() } == 0).then(|| {
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let dir = format!("/dev/shm/shmring-bridge-chromium-{}-1", gone.id());
+        std::fs::create_dir_all(&dir).unwrap();
+        let mount = ["-t", "tmpfs", "-o", "huge=within_size", "tmpfs", &dir];
+        let mounted = std::process::Command::new("mount").args(mount).status().is_ok_and(|s| s.success());
+        if !mounted {
+            let _ = std::fs::remove_dir(&dir);
+        }
+        mounted.then_some(dir)
+    });
+    let abandoned = abandoned.flatten();
     let mut launcher = sandbox.spawn(&args);
 
     // Its stderr as it comes: where the profile went is checked while the
@@ -138,6 +155,11 @@ fn a_meeting_of_four_is_recorded_per_participant_by_shmring_chromium() {
     let profile = said.rsplit(' ').next().unwrap().to_string();
     if said.starts_with("chromium: profile on its own tmpfs mounted huge=within_size") {
         assert!(huge_tmpfs_mounted_at(&profile), "{profile} is a huge=within_size tmpfs: {said}");
+        if let Some(abandoned) = &abandoned {
+            assert!(!huge_tmpfs_mounted_at(abandoned), "{abandoned}, a gone launcher's, is unmounted");
+            assert!(!std::path::Path::new(abandoned).exists(), "and removed: {abandoned}");
+            assert!(log.lock().unwrap().contains("the profile of a launcher that is gone"), "it says so");
+        }
     } else {
         assert!(said.contains("warning: cannot mount a tmpfs with huge=within_size"), "{said}");
         assert!(profile.starts_with("/dev/shm/"), "the fallback is /dev/shm: {said}");
