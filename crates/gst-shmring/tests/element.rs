@@ -271,3 +271,31 @@ fn a_ring_that_does_not_exist_fails_the_start_with_the_library_text() {
     let error = pipeline.error(Duration::from_secs(5)).expect("an error message");
     assert!(error.contains("no-such-ring-here") && error.contains("rendezvous socket"), "{error}");
 }
+
+#[test]
+fn a_corrupt_ring_ends_the_stream_with_the_library_text() {
+    let ring = Ring::new("corrupt");
+    let pipeline = Pipeline::start(&format!("ring={}", ring.name));
+    ring.wait_for_consumer();
+    let mut producer = ring.producer();
+    send_paced(&mut producer, 1, 0..3, 0);
+    pipeline.wait_for_buffers(3);
+
+    // A hostile peer moves the shared write cursor off the record grid.
+    let offset = std::mem::offset_of!(shmring::layout::Header, write);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&ring.host.fds().memfd);
+    // SAFETY: a fresh shared mapping of the first page of the ring's memfd
+    // (its header, longer than a page); one aligned u64 inside the page is
+    // read and written, and the page is unmapped before the block ends.
+    unsafe {
+        let page = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0);
+        assert_ne!(page, libc::MAP_FAILED);
+        let write = page.cast::<u8>().add(offset).cast::<u64>();
+        write.write_volatile(write.read_volatile() + 1);
+        libc::munmap(page, 4096);
+    }
+
+    let error = pipeline.error(Duration::from_secs(10)).expect("an error message");
+    assert!(error.contains("corrupt record at position") && error.contains("write cursor"), "{error}");
+    assert!(pipeline.stat("corrupt") >= 8, "{}", pipeline.stats());
+}

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use shmring::{AccessPolicy, Consumer};
+use shmring::{AccessPolicy, Consumer, InheritableFds};
 use shmring_media::{KIND_AUDIO, KIND_VIDEO};
 
 use crate::cli::{ChromiumArgs, ChromiumBuild};
@@ -34,12 +34,18 @@ use crate::process;
 /// The switch the patched browser takes (`switches::kShmringFds`).
 pub const SWITCH: &str = "shmring-fds";
 
-/// `--shmring-fds=...` for the ring's inherited segment `memfd`. The patch
-/// series takes three descriptors (segment and two semaphores); the ring
-/// has only the segment now (its signalling words are inside), so it goes
-/// in all three places and the renderer closes the two extra copies.
-pub fn switch_for(memfd: &str) -> String {
-    format!("--{SWITCH}={memfd}:{memfd}:{memfd}")
+/// `--shmring-fds=...` for a ring's inherited descriptors. The patch series
+/// takes three descriptor numbers (segment and two semaphores) and hands
+/// every renderer a copy of each; the ring needs only the segment now (its
+/// signalling words are inside), so the segment goes in the first and last
+/// places, and the second carries the producer half of the browser's
+/// liveness pair when there is one (else the segment again). Every renderer
+/// then holds a copy of that half, which carries its token, and attaches
+/// with it (see `RingFds::from_spec`): the watch's hang-up confirms that the
+/// browser and all its renderers are gone.
+pub fn switch_for(inherited: &InheritableFds) -> String {
+    let (memfd, live) = inherited.descriptors();
+    format!("--{SWITCH}={memfd}:{}:{memfd}", live.unwrap_or(memfd))
 }
 
 /// The runtime feature that exposes the JS API in a patched build.
@@ -206,8 +212,13 @@ fn launch_patched(args: ChromiumArgs) -> Outcome {
     let _span = tracing::info_span!("chromium", ring = %name).entered();
     let consumer = Consumer::create(&name, &ring_options(&args.shape)).map_err(|e| Failure::ring(&name, e))?;
     let _server = consumer.serve(AccessPolicy::default()).map_err(|e| Failure::ring(&name, e))?;
-    let inherited = consumer.fds().inheritable().map_err(|e| Failure::ring(&name, e))?;
-    let switch = switch_for(inherited.spec());
+    // The browser's renderers run in pid namespaces of their own: only a
+    // liveness descriptor they all hold can confirm their deaths.
+    let (browser_half, watch) = shmring::liveness_pair().map_err(|e| Failure::ring(&name, e))?;
+    consumer.watch_producer(watch);
+    let fds = consumer.fds().with_liveness(browser_half).map_err(|e| Failure::ring(&name, e))?;
+    let inherited = fds.inheritable().map_err(|e| Failure::ring(&name, e))?;
+    let switch = switch_for(&inherited);
     let mut command = Command::new(&args.browser);
     command.args(&args.browser_args).arg(&switch).stdin(Stdio::null());
     // The JS API (`track.shmringAttach`) is behind the runtime feature
@@ -223,7 +234,8 @@ fn launch_patched(args: ChromiumArgs) -> Outcome {
             args.browser.display()
         ))
     })?;
-    drop(inherited);
+    // From here only the browser and what it starts hold the half.
+    drop((inherited, fds));
     let pid = child.id();
     eprintln!("chromium: started {} (pid {pid}) with {switch}, ring {name}", args.browser.display());
     let support = switch_support(pid);

@@ -4,9 +4,11 @@
 //! and no way to pass more, and they pass only browser switches. So the
 //! ring's name comes from the environment (`SHMRING_RING`, baked into a
 //! tiny wrapper script by `--write-wrapper`) or `--ring`; this program
-//! attaches to the ring by name, places the ring's descriptors at 5 or
-//! above without close-on-exec, adds `--shmring-fds=SPEC`, and execs the
-//! real browser in its own place (same pid, same stdio, same pipes).
+//! attaches to the ring by name, hands the ring's consumer the watch of a
+//! liveness pair for the browser (its renderers live in other pid
+//! namespaces), places the ring's descriptors and the pair's other half at
+//! 5 or above without close-on-exec, adds `--shmring-fds=SPEC`, and execs
+//! the real browser in its own place (same pid, same stdio, same pipes).
 //!
 //! A stock Chromium ignores the switch. As `shmring chromium` does, a
 //! short-lived watcher process looks at the program the pid runs once the
@@ -83,9 +85,9 @@ fn exec_browser(ring: &str, browser: &Path, browser_args: &[OsString]) -> Outcom
     // close-on-exec, so a browser started without the pipes gets 3 and 4
     // free again.
     let placeholders = hold_driver_fds()?;
-    let fds = RingFds::request(ring).map_err(|e| Failure::ring(ring, e))?;
+    let fds = watched(ring, RingFds::request(ring).map_err(|e| Failure::ring(ring, e))?);
     let inherited = fds.inheritable().map_err(|e| Failure::ring(ring, e))?;
-    let switch = switch_for(inherited.spec());
+    let switch = switch_for(&inherited);
     drop(placeholders);
 
     let mut command = Command::new(browser);
@@ -103,6 +105,27 @@ fn exec_browser(ring: &str, browser: &Path, browser_args: &[OsString]) -> Outcom
         "cannot run {}: {error} (install Debian's chromium package: apt-get install -y chromium)",
         browser.display()
     )))
+}
+
+/// The ring's descriptors with the producer half of a liveness pair whose
+/// watch the ring's consumer (or the host serving its name) now holds. The
+/// browser's renderers run in pid namespaces of their own, where their pids
+/// mean nothing to the consumer: this half, which the browser and every
+/// renderer hold, is what confirms they are gone once it hangs up. When the
+/// watch is refused, the browser runs unwatched, as before: its renderers'
+/// unfinished claims are then waited for, never presumed dead.
+fn watched(ring: &str, fds: RingFds) -> RingFds {
+    let handed = shmring::liveness_pair().and_then(|(browser_half, watch)| {
+        shmring::rendezvous::hand_over_watch(ring, &watch)?;
+        fds.with_liveness(browser_half)
+    });
+    handed.unwrap_or_else(|e| {
+        eprintln!(
+            "chromium-exec: warning: ring {ring} took no liveness watch for the browser ({e}): claims its renderers \
+             leave unfinished when they die will be waited for"
+        );
+        fds
+    })
 }
 
 /// Placeholders (close-on-exec) on whichever of the drivers' descriptors

@@ -3,8 +3,10 @@
 //!
 //! - The ring is created here, and `shmring bridge` (a child process, a
 //!   producer of the ring) serves it on an ephemeral loopback port.
-//! - The browser's profile goes on tmpfs (a fresh directory under
-//!   `/dev/shm`, unless the arguments name a `--user-data-dir`), and the
+//! - The browser's profile goes on tmpfs, unless the arguments name a
+//!   `--user-data-dir`: a tmpfs of its own mounted `huge=within_size` when
+//!   this process may mount (root), where the file lane costs the browser
+//!   least, else a fresh directory in `/dev/shm` (with a warning). The
 //!   bridge looks for frame files there (`--profile-dir`): the file lane.
 //! - The meeting extension is written beside the profile, pointed at the
 //!   bridge, and loaded (`--load-extension`, which headless Chromium
@@ -38,23 +40,52 @@ use crate::process::{self, Exit};
 /// How long the bridge may take to say where it listens.
 const BRIDGE_START: Duration = Duration::from_secs(20);
 
+/// The mount options of the profile's own tmpfs: huge pages where a file
+/// is big enough for them, which is what makes the file lane cheap (the
+/// browser's writes and the bridge's reads of a frame file touch far fewer
+/// pages), and no more than half the memory, as `/dev/shm`.
+const PROFILE_TMPFS: &str = "huge=within_size,size=50%,mode=0700";
+
 /// Where the browser keeps its profile, and the extension beside it.
 struct Profile {
     /// Removed at the end when it was made here.
     base: Option<PathBuf>,
+    /// Unmounted at the end: the tmpfs mounted on `base` for this run.
+    mounted: bool,
     /// The browser's `--user-data-dir`.
     data: PathBuf,
     extension: PathBuf,
 }
 
 impl Profile {
-    /// The `--user-data-dir` among `args`, or a fresh one on tmpfs.
+    /// The `--user-data-dir` among `args`, or a fresh one on tmpfs: a tmpfs
+    /// of its own mounted with [`PROFILE_TMPFS`] when this process may
+    /// mount one (root), else a directory in `/dev/shm`.
     fn new(args: &[String]) -> Result<Profile, Failure> {
         let given = args.iter().find_map(|a| a.strip_prefix("--user-data-dir=")).map(PathBuf::from);
         let base = shmring_bridge::chromium::fresh_profile_dir();
+        std::fs::create_dir_all(&base)
+            .map_err(|e| Failure::failed(format!("cannot make the profile {}: {e}", base.display())))?;
         let profile = match given {
-            Some(data) => Profile { extension: base.join("extension"), data, base: Some(base) },
-            None => Profile { data: base.join("data"), extension: base.join("extension"), base: Some(base) },
+            Some(data) => Profile { extension: base.join("extension"), data, base: Some(base), mounted: false },
+            None => {
+                let mut profile =
+                    Profile { data: base.join("data"), extension: base.join("extension"), base: None, mounted: false };
+                unmount_abandoned_profiles(&base);
+                match mount_tmpfs(&base) {
+                    Ok(()) => {
+                        profile.mounted = true;
+                        eprintln!("chromium: profile on its own tmpfs mounted {PROFILE_TMPFS} at {}", base.display());
+                    }
+                    Err(e) => eprintln!(
+                        "chromium: warning: cannot mount a tmpfs with huge=within_size for the profile ({e}; \
+                         it takes root): profile in {}, where the file lane costs the browser more CPU",
+                        base.display()
+                    ),
+                }
+                profile.base = Some(base);
+                profile
+            }
         };
         std::fs::create_dir_all(&profile.data)
             .and_then(|()| std::fs::create_dir_all(&profile.extension))
@@ -69,11 +100,76 @@ impl Profile {
     }
 }
 
+/// Unmounts and removes the profile tmpfs of launchers that were killed
+/// before they could (a mount outlives its process): tmpfs mounts in the
+/// directory of `fresh`, named as [`shmring_bridge::chromium::fresh_profile_dir`]
+/// names them, whose launcher's pid is gone. A live pid (even a reused
+/// one) keeps its mount.
+fn unmount_abandoned_profiles(fresh: &Path) {
+    let (Some(parent), Some(name)) = (fresh.parent(), fresh.file_name().and_then(|n| n.to_str())) else { return };
+    // `PREFIX-PID-NANOS`: this launcher's own name says what the prefix is.
+    let Some(prefix) = name.rsplitn(3, '-').nth(2).map(|p| format!("{p}-")) else { return };
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return };
+    for line in mounts.lines() {
+        let mut fields = line.split(' ');
+        let (Some(_), Some(point), Some("tmpfs")) = (fields.next(), fields.next(), fields.next()) else { continue };
+        let point = Path::new(point);
+        let Some(pid) = (point.parent() == Some(parent))
+            .then(|| point.file_name()?.to_str()?.strip_prefix(&prefix)?.split('-').next()?.parse::<u32>().ok())
+            .flatten()
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if unmount(point) {
+            eprintln!("chromium: unmounted {}, the profile of a launcher that is gone (pid {pid})", point.display());
+            let _ = std::fs::remove_dir_all(point);
+        }
+    }
+}
+
+/// Detaches the mount at `point`: a process still holding a file there
+/// (a browser's crash handler) does not keep it busy.
+fn unmount(point: &Path) -> bool {
+    let Ok(target) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(point.as_os_str())) else {
+        return false;
+    };
+    // SAFETY: `target` is a NUL-terminated string that outlives the call.
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) == 0 }
+}
+
+/// Mounts a fresh tmpfs with [`PROFILE_TMPFS`] on the directory `at`.
+fn mount_tmpfs(at: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(at.as_os_str().as_bytes())?;
+    let options = std::ffi::CString::new(PROFILE_TMPFS).expect("no NUL");
+    // SAFETY: every pointer is a NUL-terminated string that outlives the
+    // call; mount reads them and keeps none.
+    let result = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            options.as_ptr().cast(),
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 impl Drop for Profile {
     fn drop(&mut self) {
-        if let Some(base) = &self.base {
-            let _ = std::fs::remove_dir_all(base);
+        let Some(base) = &self.base else { return };
+        if self.mounted {
+            unmount(base);
         }
+        let _ = std::fs::remove_dir_all(base);
     }
 }
 
@@ -97,6 +193,14 @@ fn die_with_us(command: &mut Command) {
 struct BridgeChild {
     child: Child,
     addr: std::net::SocketAddr,
+    /// Its stdout, line by line: it ends with `stopped: COUNTERS`.
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+/// How the bridge ended: its exit, and its counters (JSON) once it said them.
+struct BridgeEnd {
+    exit: Option<Exit>,
+    counters: Option<String>,
 }
 
 impl BridgeChild {
@@ -124,7 +228,7 @@ impl BridgeChild {
         });
         let first = lines.recv_timeout(BRIDGE_START).unwrap_or_default();
         match first.strip_prefix("listening on ").and_then(|a| a.parse().ok()) {
-            Some(addr) => Ok(BridgeChild { child, addr }),
+            Some(addr) => Ok(BridgeChild { child, addr, lines }),
             None => {
                 let _ = child.kill();
                 let exit = child.wait().map(|s| s.to_string()).unwrap_or_default();
@@ -133,28 +237,31 @@ impl BridgeChild {
         }
     }
 
-    /// SIGTERM, and its exit with its CPU time.
-    fn stop(self) -> Option<Exit> {
+    /// SIGTERM, and its exit with its CPU time and counters.
+    fn stop(self) -> BridgeEnd {
         let pid = self.child.id();
         let _ = process::kill(pid, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let exit = loop {
             match process::wait(pid, false) {
-                Ok(Some(exit)) => return Some(exit),
+                Ok(Some(exit)) => break Some(exit),
                 Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                 _ => {
                     let _ = process::kill(pid, libc::SIGKILL);
-                    return process::wait(pid, true).ok().flatten();
+                    break process::wait(pid, true).ok().flatten();
                 }
             }
-        }
+        };
+        // Its stdout is closed now: the reader ends after the last line.
+        let counters = self.lines.iter().find_map(|line| line.strip_prefix("stopped: ").map(str::to_string));
+        BridgeEnd { exit, counters }
     }
 }
 
 /// What the processes around the encoder used.
 struct Usages {
     browser: Usage,
-    bridge: Option<Exit>,
+    bridge: BridgeEnd,
 }
 
 pub fn launch(args: ChromiumArgs) -> Outcome {
@@ -261,8 +368,14 @@ fn print_usages(usages: &Usages) {
         usages.browser.cpu.as_secs_f64(),
         usages.browser.rss as f64 / 1e6
     );
-    match &usages.bridge {
+    match &usages.bridge.exit {
         Some(exit) => println!("  CPU bridge      {:.3} s (bridge {})", exit.cpu.as_secs_f64(), exit.description),
         None => println!("  CPU bridge      unknown (not reaped)"),
+    }
+    // What reached the ring and what the bridge dropped (ring full, no
+    // slot, abandoned), and how many records came through the file lane.
+    match &usages.bridge.counters {
+        Some(counters) => println!("  bridge counters {counters}"),
+        None => println!("  bridge counters unknown (it said none)"),
     }
 }

@@ -6,56 +6,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{ffprobe, wait_for, Sandbox};
+use common::{assert_close, ffprobe, rows, wait_for, Sandbox};
 
 fn label(participant: &str, kind: &str) -> String {
     serde_json::json!({ "participant": participant, "kind": kind }).to_string()
-}
-
-/// A summary row of `record`: `stream ID  KIND of participant N (...) -> FILE: counts`.
-#[derive(Debug)]
-struct Row {
-    kind: String,
-    participant: u64,
-    output: String,
-    counts: BTreeMap<String, u64>,
-}
-
-fn rows(report: &str) -> BTreeMap<u32, Row> {
-    report
-        .lines()
-        .filter_map(|line| line.trim_start().strip_prefix("stream "))
-        .map(|rest| {
-            let mut words = rest.split_whitespace();
-            let id: u32 = words.next().unwrap().parse().unwrap();
-            let kind = words.next().unwrap().to_string();
-            let participant = rest.split("of participant ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
-            let (head, tail) = rest.split_once(": ").unwrap();
-            let output = head.rsplit("-> ").next().unwrap().to_string();
-            // `175 received, 175 recorded, ...; 423 mixed, 0 not mixed; FORMAT`
-            let mut counts = BTreeMap::new();
-            for part in tail.split([',', ';']) {
-                let part = part.trim();
-                if let Some((n, what)) = part.split_once(' ') {
-                    if let Ok(n) = n.parse::<u64>() {
-                        counts.insert(what.to_string(), n);
-                    }
-                }
-            }
-            (id, Row { kind, participant, output, counts })
-        })
-        .collect()
-}
-
-fn assert_close(what: &str, found: f64, expected: f64, tolerance: f64) {
-    assert!(
-        (found - expected).abs() <= tolerance * expected,
-        "{what}: {found}, expected {expected} +- {:.0}%",
-        tolerance * 100.0
-    );
 }
 
 #[test]

@@ -24,6 +24,7 @@ use crate::lease::{Lease, LeaseTable};
 use crate::liveness::{self, Liveness, ProducerWatch};
 use crate::recovery;
 use crate::stall::Pending;
+use crate::watches::WatchSet;
 
 /// See [`Consumer::set_spin_limit`]: a few times the cost of a sleep and a
 /// wake-up, so spinning never costs much more than sleeping would.
@@ -42,8 +43,9 @@ pub struct Consumer<B: Backing> {
     /// This process's pid namespace: slots of producers in it are judged
     /// by pid.
     pub(crate) own_namespace: u64,
-    /// Liveness descriptors of producers, handed over by their launchers.
-    pub(crate) watches: RefCell<Vec<ProducerWatch>>,
+    /// Liveness descriptors of producers, handed over by their launchers
+    /// (shared with the rendezvous thread that registers them).
+    pub(crate) watches: Arc<WatchSet>,
     pub(crate) kill_stuck: bool,
     pub(crate) state: RefCell<State>,
     /// Shared with the leases made of its frames (see `lease`).
@@ -147,7 +149,7 @@ impl<B: Backing> Consumer<B> {
             spin_limit: if cfg!(loom) { Duration::ZERO } else { DEFAULT_SPIN_LIMIT },
             owner,
             own_namespace,
-            watches: RefCell::new(Vec::new()),
+            watches: Arc::new(WatchSet::new()),
             kill_stuck: false,
             backing,
             geometry,
@@ -188,7 +190,13 @@ impl<B: Backing> Consumer<B> {
     /// another pid namespace (a sandboxed renderer): without a watch, its
     /// claims are waited for as long as it takes, and reported.
     pub fn watch_producer(&self, watch: ProducerWatch) {
-        self.watches.borrow_mut().push(watch);
+        self.watches.add_local(watch);
+    }
+
+    /// How many liveness watches this consumer holds (handed over in
+    /// process, registered by launchers, fed by the ring's host).
+    pub fn watch_count(&self) -> usize {
+        self.watches.with(|watches| watches.len())
     }
 
     /// Lets the consumer SIGKILL a producer that holds a claim past the

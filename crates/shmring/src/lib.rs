@@ -99,7 +99,9 @@
 //! (this process's claims), `signal` (waiter flags and
 //! futex words), `stall` (records held by live producers), `recovery`
 //! (owners of stalled records, dead producers, corrupt records),
-//! [`liveness`], [`stats`], `name`, and `rendezvous` (attach by name).
+//! [`liveness`], [`watches`] (the liveness watches a consumer holds, and
+//! who keeps them across consumer restarts), [`stats`], `name`, and
+//! `rendezvous` (attach by name; launchers hand over watches there).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -127,6 +129,7 @@ mod signal;
 mod stall;
 pub mod stats;
 mod sync;
+pub mod watches;
 
 #[cfg(all(test, loom))]
 mod loom_tests;

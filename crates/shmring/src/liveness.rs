@@ -7,7 +7,8 @@
 //! - in any other namespace (a sandboxed renderer's pid means nothing
 //!   here), by a liveness descriptor that only the producer process holds:
 //!   one end of a socket pair, or a pidfd, that its launcher handed the
-//!   consumer as a [`ProducerWatch`]; its hang-up is the death.
+//!   consumer as a [`ProducerWatch`] (in process, or over the ring's
+//!   rendezvous socket from another process); its hang-up is the death.
 //!
 //! Anything else is [`Verdict::Unknown`]: treated as alive, and reported
 //! when it holds a claim too long.
@@ -177,7 +178,7 @@ impl ProducerLiveness {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WatchKind {
+pub(crate) enum WatchKind {
     /// One end of a socket pair: the peer's close is a hang-up.
     Socket,
     /// A pidfd: readable once the process has exited.
@@ -189,26 +190,36 @@ enum WatchKind {
 /// which then confirms the producer's death when the descriptor hangs up.
 #[derive(Debug)]
 pub struct ProducerWatch {
-    fd: OwnedFd,
-    token: u64,
-    kind: WatchKind,
+    pub(crate) fd: OwnedFd,
+    pub(crate) token: u64,
+    pub(crate) kind: WatchKind,
+    /// The launcher that registered it over the rendezvous socket (its
+    /// pid), 0 for a watch handed over in the consumer's own process.
+    #[cfg_attr(not(feature = "rendezvous"), allow(dead_code))]
+    pub(crate) peer: u32,
 }
 
 impl ProducerWatch {
     /// Watches a producer through a pidfd (`pidfd_open` of its pid, made by
     /// its parent), for slots carrying `token`.
     pub fn pidfd(fd: OwnedFd, token: u64) -> Self {
-        ProducerWatch { fd, token, kind: WatchKind::Pidfd }
+        ProducerWatch { fd, token, kind: WatchKind::Pidfd, peer: 0 }
     }
 
     /// Watches the other end of a socket pair for slots carrying `token`.
     pub fn socket(fd: OwnedFd, token: u64) -> Self {
-        ProducerWatch { fd, token, kind: WatchKind::Socket }
+        ProducerWatch { fd, token, kind: WatchKind::Socket, peer: 0 }
     }
 
     /// The token of the slots this watch confirms.
     pub fn token(&self) -> u64 {
         self.token
+    }
+
+    /// A second handle on the same watch (a duplicated descriptor).
+    pub fn try_clone(&self) -> crate::Result<Self> {
+        let fd = self.fd.try_clone().map_err(|e| crate::Error::os_from("dup", e))?;
+        Ok(ProducerWatch { fd, ..*self })
     }
 
     /// Whether the producer is gone (one `poll`, no waiting).
@@ -269,9 +280,36 @@ pub fn new_token() -> u64 {
     token.max(1)
 }
 
+/// What a liveness pair's producer half finds queued on it: this and the
+/// token (u64 LE), so that a producer handed the descriptor alone (the
+/// patched browser's renderers get descriptor numbers and nothing else)
+/// still learns which token its slots carry.
+const TOKEN_NOTE: &[u8; 8] = b"SHMLIVE1";
+
+/// The token queued on a liveness pair's producer half (see
+/// [`liveness_pair`]), read without taking it, so that every process
+/// holding a copy reads it too; `None` for any other descriptor. Never
+/// waits; one `recvmsg`, which a renderer's sandbox allows.
+pub(crate) fn carried_token(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    let mut note = [0u8; 16];
+    let mut iov = libc::iovec { iov_base: note.as_mut_ptr().cast(), iov_len: note.len() };
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: `msg` points at one iovec over our 16-byte buffer; MSG_PEEK
+    // leaves the bytes queued, MSG_DONTWAIT never blocks; a descriptor
+    // that is not a socket fails with ENOTSOCK.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    if n != note.len() as isize || note[..8] != *TOKEN_NOTE {
+        return None;
+    }
+    Some(u64::from_le_bytes(note[8..].try_into().expect("8 bytes"))).filter(|&token| token != 0)
+}
+
 /// A socket pair for one producer process about to be launched: hand the
-/// first half to the producer (see [`RingFds::command`](crate::RingFds)),
-/// the second to the consumer.
+/// first half to the producer (see [`RingFds::pass_to`](crate::RingFds::pass_to)),
+/// the second to the consumer. The producer's half carries the token too.
 pub fn liveness_pair() -> crate::Result<(ProducerLiveness, ProducerWatch)> {
     let mut fds = [0; 2];
     // SAFETY: socketpair writes two descriptors into our array.
@@ -281,6 +319,16 @@ pub fn liveness_pair() -> crate::Result<(ProducerLiveness, ProducerWatch)> {
     // SAFETY: both descriptors are fresh and owned by nobody else.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let token = new_token();
+    let mut note = [0u8; 16];
+    note[..8].copy_from_slice(TOKEN_NOTE);
+    note[8..].copy_from_slice(&token.to_le_bytes());
+    // SAFETY: send reads 16 bytes from our buffer; the fresh pair has room.
+    let sent = unsafe {
+        libc::send(ours.as_raw_fd(), note.as_ptr().cast(), note.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+    };
+    if sent != note.len() as isize {
+        return Err(crate::Error::os("queue the liveness token"));
+    }
     Ok((ProducerLiveness { fd: Some(theirs), token }, ProducerWatch::socket(ours, token)))
 }
 
@@ -333,5 +381,18 @@ mod tests {
         assert!(!watch.hung_up(), "a copy still holds it");
         drop(copy);
         assert!(watch.hung_up());
+    }
+
+    #[test]
+    fn producer_half_carries_its_token_for_every_holder_and_nothing_else_does() {
+        use std::os::fd::AsFd;
+        let (producer_side, watch) = liveness_pair().unwrap();
+        let fd = producer_side.fd().unwrap();
+        assert_eq!(carried_token(fd), Some(watch.token()));
+        assert_eq!(carried_token(fd), Some(watch.token()), "read without taking it");
+        assert_eq!(carried_token(watch.fd.as_fd()), None, "the watch end carries nothing");
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        assert_eq!(carried_token(file.as_fd()), None);
+        assert!(!watch.hung_up(), "the queued token is no hang-up");
     }
 }

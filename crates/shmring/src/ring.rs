@@ -148,10 +148,15 @@ impl RingFds {
 
     /// Takes ownership of descriptors named by a spec: `MEMFD`, optionally
     /// followed by `,token=HEX` (the liveness token of the producer's
-    /// slots) and `,live=FD` (its liveness descriptor), all numbers
-    /// decimal but the token. The older `MEMFD:DATA_SEM:SPACE_SEM` is
-    /// still taken: the two semaphore descriptors are closed, unused (the
-    /// signalling words live in the segment now).
+    /// slots) and `,live=FD` (its liveness descriptor; the token may be
+    /// left out for the producer half of a [`liveness_pair`](crate::liveness_pair),
+    /// which carries it), all numbers decimal but the token. The older
+    /// `MEMFD:DATA_SEM:SPACE_SEM` is still taken: the two semaphore
+    /// descriptors are closed, unused (the signalling words live in the
+    /// segment now), except a liveness pair's producer half in the
+    /// `DATA_SEM` place, which is kept as the liveness descriptor: that is
+    /// how a launcher hands one through a browser that passes three
+    /// descriptor numbers to its renderers and nothing else.
     ///
     /// # Safety
     ///
@@ -178,9 +183,6 @@ impl RingFds {
                 _ => return Err(bad("unknown part (expected token=HEX or live=FD)")),
             }
         }
-        if live.is_some() && token.is_none() {
-            return Err(bad("live=FD needs token=HEX"));
-        }
         fds.extend(live);
         for &fd in &fds {
             // SAFETY: F_GETFD only asks whether `fd` is open.
@@ -190,6 +192,18 @@ impl RingFds {
             // Do not leak the ring into our own children.
             // SAFETY: sets the close-on-exec flag of an open descriptor.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        // SAFETY: the descriptors were just checked to be open, and the
+        // caller's guarantee makes them ours to read.
+        let carried = |fd: RawFd| crate::liveness::carried_token(unsafe { BorrowedFd::borrow_raw(fd) });
+        if live.is_none() && legacy.len() == 3 {
+            if let Some(carried) = carried(fds[1]) {
+                live = Some(fds[1]);
+                token = token.or(Some(carried));
+            }
+        }
+        if let (Some(fd), None) = (live, token) {
+            token = Some(carried(fd).ok_or_else(|| bad("live=FD needs token=HEX (this descriptor carries none)"))?);
         }
         // SAFETY: the caller hands us ownership of these open descriptors.
         let owned = |fd: RawFd| unsafe { OwnedFd::from_raw_fd(fd) };
@@ -231,6 +245,13 @@ impl InheritableFds {
     /// `MEMFD[,token=HEX][,live=FD]`, for `SHMRING_FD` or `--shmring-fd`.
     pub fn spec(&self) -> &str {
         &self.spec
+    }
+
+    /// The inherited segment's number and the liveness descriptor's, if
+    /// any: for launchers that pass numbers in another form (see
+    /// [`RingFds::from_spec`]).
+    pub fn descriptors(&self) -> (RawFd, Option<RawFd>) {
+        (self._fds[0].as_raw_fd(), self._fds.get(1).map(|fd| fd.as_raw_fd()))
     }
 }
 
@@ -440,6 +461,11 @@ impl RingHost {
     /// The ring's geometry.
     pub fn geometry(&self) -> &Geometry {
         self.ring.geometry()
+    }
+
+    #[cfg(feature = "rendezvous")]
+    pub(crate) fn ring(&self) -> &Arc<MappedRing> {
+        &self.ring
     }
 }
 

@@ -30,8 +30,7 @@ pub(crate) struct Pending {
 impl<B: Backing> Consumer<B> {
     /// Judges producers by this consumer's namespace and watches.
     pub(crate) fn with_judge<T>(&self, f: impl FnOnce(&Judge<'_>) -> T) -> T {
-        let watches = self.watches.borrow();
-        f(&Judge { own_namespace: self.own_namespace, watches: &watches })
+        self.watches.with(|watches| f(&Judge { own_namespace: self.own_namespace, watches }))
     }
 
     /// The head record is claimed but unpublished. Returns whether the head
@@ -244,7 +243,9 @@ impl<B: Backing> Consumer<B> {
     /// whose claims are settled.
     pub(crate) fn free_dead_slots_in(&self, st: &State) -> usize {
         let pending: Vec<u64> = st.pending.iter().map(|p| p.position).collect();
-        self.with_judge(|judge| recovery::free_dead_slots(self.header(), st.peek, &pending, judge))
+        let freed = self.with_judge(|judge| recovery::free_dead_slots(self.header(), st.peek, &pending, judge));
+        self.watches.prune(self.header());
+        freed
     }
 
     /// When a producer found the table full, gives back what can be.

@@ -82,7 +82,11 @@ fn renderer() {
     let err = std::fs::File::open("/etc/hostname").expect_err("open must fail in the sandbox");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
     // SAFETY: the parent passed these descriptors in SHMRING_FD.
-    let mut producer = unsafe { Producer::from_env() }.unwrap();
+    let fds = unsafe { shmring::RingFds::from_env() }.unwrap();
+    // Handed in the patched browser's three places, the liveness half
+    // tells its token (read from the socket, nothing opened).
+    let token = fds.liveness.as_ref().map_or(0, |live| live.token());
+    let mut producer = Producer::attach(fds).unwrap();
     // A full ring under every policy: each asks whether the consumer lives.
     let mut sent = 0u64;
     let dropped = loop {
@@ -110,7 +114,10 @@ fn renderer() {
         }
     };
     assert!(matches!(refused, Error::TooManyProducers { .. }), "{refused}");
-    println!("sandboxed producer: {sent} sent, then dropped, full, timed out; table full after {} lanes", lanes.len());
+    println!(
+        "sandboxed producer: {sent} sent, then dropped, full, timed out; table full after {} lanes; token {token:x}",
+        lanes.len()
+    );
 }
 
 /// Truncates, and overwrites with garbage, every descriptor this process
@@ -177,10 +184,16 @@ fn producer_in_a_renderer_like_sandbox_never_kills_or_opens_even_on_a_full_ring_
     // Slots of this process: a full table holds pids the sandbox must not
     // signal.
     let _ours: Vec<_> = (0..3).map(|_| consumer.producer().unwrap()).collect();
-    let inherit = consumer.fds().inheritable().unwrap();
-    let renderer = spawn_peer_in_pid_namespace("renderer", Some(inherit.spec()), &[], Stdio::piped());
+    // The three numbers the patched browser hands a renderer, the
+    // liveness half in the second place.
+    let (half, watch) = shmring::liveness_pair().unwrap();
+    let inherit = consumer.fds().with_liveness(half).unwrap().inheritable().unwrap();
+    let (memfd, live) = inherit.descriptors();
+    let spec = format!("{memfd}:{}:{memfd}", live.unwrap());
+    let renderer = spawn_peer_in_pid_namespace("renderer", Some(&spec), &[], Stdio::piped());
     let line = output_line(renderer, "sandboxed producer: ");
     println!("{line}");
+    assert!(line.ends_with(&format!("token {:x}", watch.token())), "{line}");
     let mut seq = 0;
     while let Some(frame) = consumer.try_recv().unwrap() {
         assert!(check_record(0, seq, &frame.to_vec()), "record {seq} corrupt");

@@ -214,3 +214,30 @@ fn a_lease_keeps_the_ring_mapped_after_its_consumer_and_producers_are_gone() {
     let copy = std::thread::spawn(move || lease.bytes().to_vec()).join().unwrap();
     assert_eq!(copy, [0x5a; 100_000]);
 }
+
+#[test]
+fn a_liveness_half_needs_no_token_in_the_spec_and_rides_in_the_legacy_data_place() {
+    use std::os::fd::IntoRawFd;
+    let consumer = Consumer::create_anonymous(&options(1 << 16)).unwrap();
+    let raw = |fds: &RingFds| fds.memfd.try_clone().unwrap().into_raw_fd();
+    let (half, watch) = shmring::liveness_pair().unwrap();
+    let live = half.fd().unwrap().try_clone_to_owned().unwrap().into_raw_fd();
+    let (memfd, spare) = (raw(consumer.fds()), raw(consumer.fds()));
+    // SAFETY: every number is a descriptor made above for this call alone.
+    let fds = unsafe { RingFds::from_spec(&format!("{memfd}:{live}:{spare}")) }.unwrap();
+    assert_eq!(fds.liveness.as_ref().map(|l| l.token()), Some(watch.token()), "the DATA place held the half");
+    assert!(fds.liveness.as_ref().unwrap().fd().is_some(), "and it is kept open");
+    drop(fds);
+    let (live, memfd) = (half.fd().unwrap().try_clone_to_owned().unwrap().into_raw_fd(), raw(consumer.fds()));
+    // SAFETY: as above.
+    let fds = unsafe { RingFds::from_spec(&format!("{memfd},live={live}")) }.unwrap();
+    assert_eq!(fds.liveness.as_ref().map(|l| l.token()), Some(watch.token()), "live=FD alone carries its token");
+    let (other, memfd) = (raw(consumer.fds()), raw(consumer.fds()));
+    // SAFETY: as above.
+    let refused = unsafe { RingFds::from_spec(&format!("{memfd},live={other}")) };
+    assert!(matches!(refused, Err(shmring::Error::BadDescriptorSpec { .. })), "a descriptor without a token");
+    let (memfd, data, space) = (raw(consumer.fds()), raw(consumer.fds()), raw(consumer.fds()));
+    // SAFETY: as above.
+    let fds = unsafe { RingFds::from_spec(&format!("{memfd}:{data}:{space}")) }.unwrap();
+    assert!(fds.liveness.is_none(), "the old three-descriptor form without a half");
+}

@@ -53,9 +53,11 @@ use gst::prelude::*;
 mod counters;
 mod imp;
 mod payload;
+mod properties;
 mod ring_stream;
 mod settings;
 mod shape;
+mod streaming;
 mod timing;
 
 pub use settings::Kind;

@@ -1,6 +1,7 @@
 //! What a frame's media header says about the buffer made of it: the caps
 //! it needs, where each plane or channel lies in the record, and whether
-//! that is GStreamer's default layout for those caps.
+//! that is GStreamer's default layout for those caps; and every caps the
+//! element can produce (its pad template).
 //!
 //! A shape is taken from a header that `shmring-media` has copied out and
 //! checked against the record's length, so every range it names lies in
@@ -11,6 +12,8 @@ use gst::prelude::MulDiv;
 use gst_audio::{AudioFormat, AudioInfo, AudioLayout};
 use gst_video::{VideoFormat, VideoInfo};
 use shmring_media::{AudioFrame, PixelFormat, SampleFormat, VideoFrame, MAX_PLANES};
+
+use super::settings::Kind;
 
 /// The layout of one video frame in its record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,5 +229,28 @@ impl Shape {
             Shape::Video(v) => v.range(),
             Shape::Audio(a) => a.range(),
         }
+    }
+}
+
+/// Every caps the element can produce for `kind`.
+pub fn template_caps(kind: Kind) -> gst::Caps {
+    match kind {
+        Kind::Video => gst_video::VideoCapsBuilder::new()
+            .format_list([
+                gst_video::VideoFormat::I420,
+                gst_video::VideoFormat::Nv12,
+                gst_video::VideoFormat::Rgba,
+                gst_video::VideoFormat::Bgra,
+            ])
+            .build(),
+        Kind::Audio => gst::Caps::builder("audio/x-raw")
+            .field(
+                "format",
+                gst::List::new([gst_audio::AudioFormat::F32le.to_str(), gst_audio::AudioFormat::S16le.to_str()]),
+            )
+            .field("layout", gst::List::new(["non-interleaved", "interleaved"]))
+            .field("rate", gst::IntRange::new(1, i32::MAX))
+            .field("channels", gst::IntRange::new(1, i32::MAX))
+            .build(),
     }
 }

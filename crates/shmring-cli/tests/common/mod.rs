@@ -3,6 +3,7 @@
 //! other test uses.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -252,5 +253,56 @@ pub fn assert_on_timeline(numbers: &[u64], first: u64, what: &str) {
         exact * 100 >= numbers.len() * 95,
         "{what}: only {exact} of {} frames in their slot: {numbers:?}",
         numbers.len()
+    );
+}
+
+/// A summary row of `record`: `stream ID  KIND of participant N (...) -> FILE: counts`.
+#[derive(Debug)]
+pub struct Row {
+    pub kind: String,
+    pub participant: u64,
+    pub output: String,
+    pub counts: BTreeMap<String, u64>,
+}
+
+pub fn rows(report: &str) -> BTreeMap<u32, Row> {
+    report
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("stream "))
+        .map(|rest| {
+            let mut words = rest.split_whitespace();
+            let id: u32 = words.next().unwrap().parse().unwrap();
+            let kind = words.next().unwrap().to_string();
+            let participant = rest.split("of participant ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+            let (head, tail) = rest.split_once(": ").unwrap();
+            let output = head.rsplit("-> ").next().unwrap().to_string();
+            // `175 received, 175 recorded, ...; 423 mixed, 0 not mixed; FORMAT`
+            let mut counts = BTreeMap::new();
+            for part in tail.split([',', ';']) {
+                let part = part.trim();
+                if let Some((n, what)) = part.split_once(' ') {
+                    if let Ok(n) = n.parse::<u64>() {
+                        counts.insert(what.to_string(), n);
+                    }
+                }
+            }
+            (id, Row { kind, participant, output, counts })
+        })
+        .collect()
+}
+
+pub fn assert_close(what: &str, found: f64, expected: f64, tolerance: f64) {
+    assert!(
+        (found - expected).abs() <= tolerance * expected,
+        "{what}: {found}, expected {expected} +- {:.0}%",
+        tolerance * 100.0
+    );
+}
+
+/// Fails (never skips) when Debian's Chromium is missing.
+pub fn require_chromium() {
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "Debian's chromium package is required (apt-get install -y chromium)"
     );
 }

@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shmring::{Consumer, RingOptions};
 
 /// Bytes at the front of every test record that is long enough.
 pub const STAMP_LEN: usize = 24;
@@ -223,3 +226,138 @@ pub const BPF_LD_W_ABS: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
 pub const BPF_JEQ_K: u32 = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
 pub const BPF_JSET_K: u32 = libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K;
 pub const BPF_RET_K: u32 = libc::BPF_RET | libc::BPF_K;
+
+/// Prints a line the parent waits for.
+pub fn ready(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
+}
+
+/// Peer role `survivor`: sends `SHMRING_TEST_COUNT` records of producer
+/// `SHMRING_TEST_ID` (paced by `SHMRING_TEST_PACE_US`), none lost, riding
+/// out consumer changes.
+pub fn survivor() {
+    use shmring::{Error, FullPolicy, Producer};
+    use std::time::Duration;
+    // SAFETY: the parent passed these descriptors in SHMRING_FD.
+    let mut producer = unsafe { Producer::from_env() }.unwrap();
+    let id = env_u64("SHMRING_TEST_ID") as u32;
+    let count = env_u64("SHMRING_TEST_COUNT");
+    let max = env_u64("SHMRING_TEST_MAX") as usize;
+    producer.set_full_policy(FullPolicy::Block(Duration::from_millis(200)));
+    let pace = std::env::var("SHMRING_TEST_PACE_US").ok().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let mut seq = 0;
+    while seq < count {
+        let len = record_len(id, seq, max);
+        match producer.reserve(len) {
+            Ok(mut r) => {
+                write_record(id, seq, &mut r);
+                r.set_kind(id);
+                r.commit();
+                seq += 1;
+                if pace > 0 {
+                    std::thread::sleep(Duration::from_micros(pace));
+                }
+            }
+            // No consumer for now, or none for long: wait for the
+            // next one, then send the same record again.
+            Err(Error::ConsumerGone { .. } | Error::Timeout) => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("survivor {id}: {e}"),
+        }
+    }
+    ready(&format!("gone-seen {}", producer.stats().drops));
+}
+
+/// Peer role `claim-and-hang`: claims 100,000 bytes, says where, and never
+/// commits.
+pub fn claim_and_hang() {
+    // SAFETY: the parent passed these descriptors in SHMRING_FD.
+    let mut producer = unsafe { shmring::Producer::from_env() }.unwrap();
+    let mut r = producer.reserve(100_000).unwrap();
+    r[..50_000].fill(0xee);
+    ready(&format!("claimed {}", r.position()));
+    std::thread::sleep(std::time::Duration::from_secs(3600));
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process here, in
+/// any pid namespace.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes into `now`, which we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// One round of the stall figures: a producer in its own pid namespace
+/// claims and hangs, another producer (a thread here) sends a stamped
+/// frame every 5 ms; after `hold` the hung one is killed (or, with
+/// `stop`, SIGSTOPped for `hold` and continued). `launch` makes the
+/// consumer and starts the held producer with its liveness watch. Returns the largest delay
+/// of the other producer's frames (commit to delivery) and, for a kill,
+/// the time from the kill to the skip.
+pub fn stall_round(
+    stall: Duration,
+    hold: Duration,
+    stop: bool,
+    launch: impl FnOnce(&RingOptions, &str) -> (Consumer<shmring::MappedRing>, Child, Box<dyn std::any::Any>),
+) -> (Duration, Option<Duration>) {
+    let options = RingOptions { stall_timeout: stall, ..RingOptions::with_capacity(4 << 20) };
+    let role = if stop { "claim-then-commit" } else { "claim-and-hang" };
+    // `_kept`: whatever must outlive the round (a host serving the ring).
+    let (consumer, mut hung, _kept) = launch(&options, role);
+    wait_for_line(&mut hung, "claimed ");
+    let inner = peer_in_namespace_pid(&hung);
+    if stop {
+        // SAFETY: kill(2) on the peer we started.
+        unsafe { libc::kill(inner, libc::SIGSTOP) };
+    }
+    let frames = (hold + 3 * stall).as_millis() as u64 / 5;
+    let mut other = consumer.producer().unwrap();
+    let sender = std::thread::spawn(move || {
+        for _ in 0..frames {
+            other.send(1, &monotonic_ns().to_le_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let started = Instant::now();
+    let (mut received, mut worst, mut released_at, mut skip, mut late) = (0, 0u64, None, None, false);
+    let deadline = Instant::now() + hold + Duration::from_secs(30);
+    while received < frames || (skip.is_none() && !stop) || (stop && !late) {
+        assert!(Instant::now() < deadline, "{received} of {frames} frames, skip {skip:?}, late {late}");
+        if released_at.is_none() && started.elapsed() >= hold {
+            if stop {
+                // SAFETY: as above.
+                unsafe { libc::kill(inner, libc::SIGCONT) };
+            } else {
+                kill_peer_in_namespace(&mut hung);
+            }
+            released_at = Some(Instant::now());
+        }
+        if let (Some(at), None, false) = (released_at, skip, stop) {
+            if consumer.stats().recovered == 1 {
+                skip = Some(at.elapsed());
+            }
+        }
+        let Some(frame) = consumer.recv_timeout(Duration::from_millis(2)).unwrap() else { continue };
+        if frame.kind() == 1 {
+            let mut stamp = [0u8; 8];
+            frame.bytes().copy_to_slice(&mut stamp);
+            worst = worst.max(monotonic_ns().saturating_sub(u64::from_le_bytes(stamp)));
+            received += 1;
+        } else {
+            // The stopped producer's record, once it runs again.
+            assert!(stop && frame.is_late() && check_record(7, 0, &frame.to_vec()));
+            late = true;
+        }
+    }
+    sender.join().unwrap();
+    if stop {
+        assert!(hung.wait().unwrap().success());
+    }
+    assert_eq!(consumer.stats().corrupt, 0);
+    (Duration::from_nanos(worst), skip)
+}
