@@ -400,7 +400,7 @@ for i in "${!all_objs[@]}"; do command_of[${all_objs[$i]}]="${cmds[$i]}"; done
 # that generates it (tried below each generated include directory of the
 # command), or as ?FILE when no target does.
 missing_headers() {
-  local obj="$1" dep="$logs/$(basename "$1").M" cmd f d found
+  local obj="$1" dep="$logs/$(tr '/' '_' <<<"$1").M" cmd f d found
   cmd="$(sed -E 's/ -MD / /; s/ -MF [^ ]+/ /; s/ -o [^ ]+/ /' <<<"${command_of[$obj]}")"
   local -a gen_dirs
   mapfile -t gen_dirs < <(tr ' ' '\n' <<<"$cmd" | sed -n 's/^-I\(gen.*\)$/\1/p' | sort -u)
@@ -418,11 +418,13 @@ missing_headers() {
 }
 compile_object() {  # OBJ
   local o="$1" log warnings
-  log="$logs/$(basename "$o").log"
+  log="$logs/$(tr '/' '_' <<<"$o").log"
   mkdir -p "$(dirname "$o")"
   if "${heavy[@]}" sh -c "${command_of[$o]}" >"$log" 2>&1; then
     # Debian builds without -Werror; upstream Chromium would stop here.
-    warnings="$(grep -c 'warning:' "$log" || true)"
+    # Counted: warnings about the source (FILE:LINE:COL), not clang's about
+    # its command line (debian/rules' -stdlib=libc++ is unused when compiling).
+    warnings="$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -cE '^[^ ]+:[0-9]+:[0-9]+: warning:' || true)"
     report ok "object ${source_of[$o]}" "($o$( ((warnings)) && echo ", $warnings warnings, see $log"))"
   else
     report FAIL "object ${source_of[$o]}" "$(first_error "$log")"
