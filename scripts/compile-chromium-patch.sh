@@ -7,12 +7,15 @@
 #
 # Opt-in, not run by CI. The first run downloads the source (about 950 MB),
 # unpacks it into DIR (about 10 GB), installs Debian's build dependencies
-# with apt-get, applies Debian's patch series, then ours, copies the shmring
-# sources in as chromium-patch/README.md says, runs `gn gen` with the args of
-# debian/rules and builds only what the targets below need: each C++
-# translation unit is compiled with its own ninja command, after the
-# generated headers it includes (found with `-M -MG`, a few rounds) are built
-# as ninja targets. A later run starts from DIR and rebuilds what changed.
+# with apt-get --no-remove (a package that would remove installed ones is
+# unpacked into DIR instead: see below), applies Debian's patch series, then
+# ours, copies the shmring sources in as chromium-patch/README.md says, runs
+# `gn gen` with the args of debian/rules and builds only what the targets
+# below need: each C++ translation unit is compiled with its own ninja
+# command, after the generated headers it includes (found with `-M -MG`, in
+# rounds) are built as ninja targets; cheap objects first, each compiled as
+# soon as its own headers exist. A later run starts from DIR and rebuilds
+# what changed.
 #
 # Environment:
 #   CHROMIUM_VERSION   upstream version (default: the installed chromium's)
