@@ -313,7 +313,7 @@ logs="$cache/logs"
 rm -rf "$logs"
 mkdir -p "$logs"
 
-objects=() rusts=() checks=()
+objects=() rusts=() checks=() rust_failed=0
 while read -r kind what rest; do
   case "$kind" in
     object) objects+=("$what") ;;
@@ -338,6 +338,7 @@ else
       report ok "rust $label"
     else
       report FAIL "rust $label" "$(first_error "$log")"
+      rust_failed=1
     fi
   done
 fi
@@ -376,7 +377,7 @@ stage_of() {  # SOURCE: its stage number
   esac
 }
 node_of() { case "$1" in gen/*) echo "$1" ;; *) echo "../../$1" ;; esac; }
-declare -A object_of=() command_of=() source_of=() last_wanted=()
+declare -A object_of=() command_of=() source_of=() last_wanted=() compiled_ok=()
 for s in "${objects[@]}"; do
   grep -qxF "$(node_of "$s")" "$ninja_targets" || [[ -f "$(node_of "$s")" ]] || die "$s: not in the build graph"
 done
@@ -423,7 +424,9 @@ compile_object() {  # OBJ
   local o="$1" log warnings
   log="$logs/$(tr '/' '_' <<<"$o").log"
   mkdir -p "$(dirname "$o")"
+  rm -f "$o"
   if "${heavy[@]}" sh -c "${command_of[$o]}" >"$log" 2>&1; then
+    compiled_ok[$o]=1
     # Debian builds without -Werror; upstream Chromium would stop here.
     # Counted: warnings about the source (FILE:LINE:COL), not clang's about
     # its command line (debian/rules' -stdlib=libc++ is unused when compiling).
@@ -431,6 +434,52 @@ compile_object() {  # OBJ
     report ok "object ${source_of[$o]}" "($o$( ((warnings)) && echo ", $warnings warnings, see $log"))"
   else
     report FAIL "object ${source_of[$o]}" "$(first_error "$log")"
+  fi
+}
+# Symbols across the language boundary, as a link would resolve them between
+# the series' own pieces (not against the rest of Chromium, which would need
+# Chromium compiled): every reference of the Blink module's objects and of
+# cxx's generated C++ (lib.rs.cc) to shmring's C++ API, to cxx's runtime
+# (rust::cxxbridge1) or to the bridge's extern "C" functions, and every
+# cxxbridge reference of the Rust libraries, must be defined by those
+# objects, cxx's C++ runtime (//build/rust:cxx_cppdeps) or the Rust static
+# libraries.
+check_symbols() {
+  module_objs=() absent=()
+  for o in "${all_objs[@]}"; do
+    if [[ "${source_of[$o]}" == third_party/blink/renderer/modules/shmring/* ]]; then
+      module_objs+=("$o")
+      # Only what this run compiled counts (a failed compile leaves no object).
+      [[ -n "${compiled_ok[$o]:-}" ]] || absent+=("$o")
+    fi
+  done
+  shopt -s nullglob
+  bridge_objs=(obj/third_party/shmring/shmring_ffi_cxx_generated/*.o)
+  rust_libs=(obj/third_party/shmring/*.rlib)
+  shopt -u nullglob
+  cxx_runtime=obj/build/rust/libcxx_cppdeps.a
+  label="symbols shmring C++ <-> Rust"
+  for f in "${module_objs[@]}" "${bridge_objs[@]}" "${rust_libs[@]}" "$cxx_runtime"; do [[ -f "$f" ]] || absent+=("$f"); done
+  if ((rust_failed)); then
+    report FAIL "$label" "not checked: a Rust target failed"
+  elif ((${#absent[@]} || ${#bridge_objs[@]} == 0 || ${#rust_libs[@]} == 0)); then
+    report FAIL "$label" "not checked: not built: ${absent[*]:-the cxx or Rust outputs}"
+  else
+    nm --defined-only --format=posix "${module_objs[@]}" "${bridge_objs[@]}" "$cxx_runtime" "${rust_libs[@]}" 2>/dev/null |
+      awk 'NF >= 2 && $1 !~ /:$/ {print $1}' | sort -u >"$logs/symbols.defined"
+    {
+      nm -u --format=posix "${module_objs[@]}" "${bridge_objs[@]}" 2>/dev/null | awk '$2 == "U" {print $1}'
+      nm -u --format=posix "${rust_libs[@]}" 2>/dev/null | awk '$2 == "U" && $1 ~ /cxxbridge1/ {print $1}'
+    } | sort -u >"$logs/symbols.all-undefined"
+    paste -d' ' "$logs/symbols.all-undefined" <(c++filt <"$logs/symbols.all-undefined") |
+      grep -E 'shmring|cxxbridge1' | cut -d' ' -f1 | sort -u >"$logs/symbols.undefined"
+    mapfile -t unresolved < <(comm -23 "$logs/symbols.undefined" "$logs/symbols.defined" | c++filt)
+    refs="$(wc -l <"$logs/symbols.undefined")"
+    if ((${#unresolved[@]})); then
+      report FAIL "$label" "${#unresolved[@]} of $refs references undefined: ${unresolved[*]:0:3}"
+    else
+      report ok "$label" "($refs references, all defined)"
+    fi
   fi
 }
 max_rounds="${HEADER_ROUNDS:-12}"
@@ -476,8 +525,11 @@ for stage in 1 2 3 4; do
     "${heavy[@]}" ninja -j"$jobs" -k 0 "${wanted[@]}" >"$logs/headers-$stage-$round.log" 2>&1 || true
     pending=("${waiting[@]}")
   done
+  # The Blink module and the cxx bridge are all compiled by now.
+  if ((stage == 3)); then check_symbols; fi
 done
 say "objects done ($((SECONDS - started)) s)"
+
 
 echo
 printf '%s\n' "${results[@]}"
