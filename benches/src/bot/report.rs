@@ -181,11 +181,24 @@ pub fn headline(summary: &Summary, machine: &Machine) -> Option<String> {
     let base = summary.row("websocket-python")?;
     let best = summary.best_stock()?;
     let ratio = best.total / base.total;
+    let targets = summary
+        .targets()
+        .iter()
+        .zip(["whole bot", "transport"])
+        .map(|((_, measured, limit), what)| {
+            format!("{what} <= {limit:.2}x {} at {measured:.2}x", if measured <= limit { "met" } else { "missed" })
+        })
+        .collect::<Vec<_>>();
+    let targets = if targets.is_empty() {
+        String::new()
+    } else {
+        format!(" Targets (bridge-file against websocket-python, same run): {}.", targets.join(", "))
+    };
     Some(format!(
         "Measured, whole bot (Chromium + transport + encoder + ffmpeg, 1080p30 and 48 kHz mono audio): **{}** spends \
          **{ratio:.2}x** the CPU per recorded minute of the WebSocket-to-Python bot it replaces ({:.1} against {:.1} \
          CPU s; transport alone {:.2}x: {:.1} against {:.1} s), unmodified Chromium, profiles on {}; median of {} rounds \
-         on {} ({} cores, shared: load average {:.1} to {:.1} as the windows began), {}.",
+         on {} ({} cores, shared: load average {:.1} to {:.1} as the windows began), {}.{targets}",
         best.pipeline,
         best.total,
         base.total,
@@ -262,8 +275,8 @@ pub fn markdown(summary: &Summary, machine: &Machine, load_before: f64, command:
         "\nHow each pipeline ran: the page is the bridge's capture page (fake 1920x1080 camera at 30 fps, fake \
          48 kHz mono microphone), in Debian's headless Chromium, the JS client the same in every row; websocket-python: \
          `examples/websocket_receiver/receiver.py` (websockets, compression off, frames piped to ffmpeg's stdin \
-         from a memoryview); bridge-*: `shmring bridge` -> ring -> `shmring record` (frames spliced into ffmpeg's \
-         pipe); patched-renderer: `fake_renderer --camera-only --channels 1` (one 1080p30 stream copied through the C++ \
+         from a memoryview); bridge-*: `shmring bridge` -> ring -> `shmring record --no-mix` (frames spliced into \
+         ffmpeg's pipe); patched-renderer: `fake_renderer --camera-only --channels 1` (one 1080p30 stream copied through the C++ \
          shim, 48 kHz mono) -> ring -> `shmring record --no-mix`. Every recording is one MP4 of 1080p video and \
          48 kHz mono audio (checked with ffprobe), written by one ffmpeg with the same arguments in every row \
          (x264 ultrafast, AAC 128k). Frames lost: captured by the source minus handed to ffmpeg (the page's counters \

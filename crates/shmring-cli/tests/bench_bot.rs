@@ -83,7 +83,9 @@ fn quick_bench_runs_every_pipeline_and_each_recording_passes_ffprobe() {
     assert!(
         json["headline"]
             .as_str()
-            .is_some_and(|h| h.contains("the CPU per recorded minute of the WebSocket-to-Python bot")),
+            .is_some_and(|h| h.contains("the CPU per recorded minute of the WebSocket-to-Python bot")
+                && h.contains(&format!("profiles on {profiles}"))
+                && h.contains("Targets (bridge-file against websocket-python, same run): whole bot <= 0.60x")),
         "{}",
         json["headline"]
     );
