@@ -7,12 +7,15 @@
 #
 # Opt-in, not run by CI. The first run downloads the source (about 950 MB),
 # unpacks it into DIR (about 10 GB), installs Debian's build dependencies
-# with apt-get, applies Debian's patch series, then ours, copies the shmring
-# sources in as chromium-patch/README.md says, runs `gn gen` with the args of
-# debian/rules and builds only what the targets below need: each C++
-# translation unit is compiled with its own ninja command, after the
-# generated headers it includes (found with `-M -MG`, a few rounds) are built
-# as ninja targets. A later run starts from DIR and rebuilds what changed.
+# with apt-get --no-remove (a package that would remove installed ones is
+# unpacked into DIR instead: see below), applies Debian's patch series, then
+# ours, copies the shmring sources in as chromium-patch/README.md says, runs
+# `gn gen` with the args of debian/rules and builds only what the targets
+# below need: each C++ translation unit is compiled with its own ninja
+# command, after the generated headers it includes (found with `-M -MG`, in
+# rounds) are built as ninja targets; cheap objects first, each compiled as
+# soon as its own headers exist. A later run starts from DIR and rebuilds
+# what changed.
 #
 # Environment:
 #   CHROMIUM_VERSION   upstream version (default: the installed chromium's)
@@ -138,18 +141,66 @@ missing_deps=()
 for d in "${build_deps[@]}"; do
   dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q 'ok installed' || missing_deps+=("$d")
 done
-if ((${#missing_deps[@]})); then
-  say "installing ${#missing_deps[@]} build dependencies"
-  export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y -qq --no-install-recommends "${missing_deps[@]}" >"$cache/apt-install.log" 2>&1; then
-    # The JavaScript bundlers serve WebUI and DevTools only, nothing compiled
-    # here, and Debian's node packages conflict with a nodejs from elsewhere.
-    bundlers='^(node-rollup-plugin-terser|rollup|esbuild|node-typescript)$'
-    say "apt-get refused the full set; retrying without the JavaScript bundlers (WebUI only)"
-    mapfile -t missing_deps < <(printf '%s\n' "${missing_deps[@]}" | grep -Ev "$bundlers")
-    apt-get install -y -qq --no-install-recommends "${missing_deps[@]}" >>"$cache/apt-install.log" 2>&1 ||
-      die "apt-get install of the build dependencies failed; see $cache/apt-install.log"
+# apt-get never removes a package here (--no-remove). Each missing package is
+# first simulated alone:
+#  - installable without removing anything: installed;
+#  - installable only by removing installed packages (Debian's libc++-19-dev
+#    needs libunwind-19-dev, which conflicts with libunwind-dev): the packages
+#    apt would install are downloaded and unpacked with dpkg -x under
+#    $cache/unpacked-deps instead, and the compile is pointed at them (libc++'s
+#    headers: -stdlib++-isystem; its libraries: -L, for the host tools
+#    Chromium links);
+#  - not installable at all (Debian's node-rollup-plugin-terser against a
+#    nodejs from elsewhere; the JavaScript bundlers serve WebUI and DevTools,
+#    nothing compiled here): left out, and said so.
+unpacked="$cache/unpacked-deps"
+install_deps=() unpack_deps=()
+export DEBIAN_FRONTEND=noninteractive
+: >"$cache/apt-install.log"
+for d in "${missing_deps[@]}"; do
+  sim="$(apt-get install -s --no-install-recommends "$d" 2>&1 || true)"
+  printf '%s\n' "--- $d" "$sim" >>"$cache/apt-install.log"
+  if grep -q '^Remv ' <<<"$sim"; then
+    mapfile -t -O "${#unpack_deps[@]}" unpack_deps < <(sed -n 's/^Inst \([^ ]*\) .*/\1/p' <<<"$sim")
+    say "$d would remove $(sed -n 's/^Remv \([^ ]*\) .*/\1/p' <<<"$sim" | tr '\n' ' ')- unpacking it into the cache instead of installing it"
+  elif grep -q '^Inst ' <<<"$sim"; then
+    install_deps+=("$d")
+  else
+    say "not installable here, left out: $d ($(grep -m1 -E '^ .*: (Depends|Conflicts|Breaks)|^E:' <<<"$sim" | sed 's/^ *//'))"
   fi
+done
+if ((${#install_deps[@]})); then
+  say "installing ${#install_deps[@]} build dependencies: ${install_deps[*]}"
+  apt-get install -y -qq --no-remove --no-install-recommends "${install_deps[@]}" >>"$cache/apt-install.log" 2>&1 ||
+    die "apt-get install of the build dependencies failed; see $cache/apt-install.log"
+fi
+mkdir -p "$unpacked/debs"
+for d in "${unpack_deps[@]}"; do
+  stamp="$unpacked/debs/$d.unpacked"
+  [[ -f "$stamp" ]] && continue
+  (cd "$unpacked/debs" && apt-get download "$d" >>"$cache/apt-install.log" 2>&1) ||
+    die "apt-get download $d failed; see $cache/apt-install.log"
+  dpkg -x "$(ls -t "$unpacked/debs/${d}_"*.deb | head -1)" "$unpacked/root"
+  touch "$stamp"
+done
+# Unpacked libraries' relative symlinks point at runtime files that the
+# installed packages hold (libunwind.so -> libunwind.so.1): resolve them there.
+if [[ -d "$unpacked/root" ]]; then
+  find "$unpacked/root" -xtype l | while read -r l; do
+    t="$(readlink "$l")"
+    real="$(dirname "${l#"$unpacked/root"}")/$t"
+    if [[ "$t" != /* && -e "$real" ]]; then ln -sfn "$real" "$l"; fi
+  done
+fi
+# What the toolchain flags gain from the unpacked packages (empty when apt
+# installed everything).
+extra_cxxflags="" extra_ldflags=""
+if [[ -d "$unpacked/root" ]]; then
+  libcxx_inc="$(find "$unpacked/root" -type d -path '*/include/c++/v1' | head -1)"
+  if [[ -n "$libcxx_inc" ]]; then extra_cxxflags="-stdlib++-isystem $libcxx_inc"; fi
+  while read -r dir; do
+    extra_ldflags+="${extra_ldflags:+ }-L$dir"
+  done < <(find "$unpacked/root" \( -name 'lib*.so' -o -name 'lib*.a' \) -printf '%h\n' | sort -u)
 fi
 
 # --- Our series and the shmring sources, synced into the tree --------------------
@@ -218,14 +269,19 @@ build_env="$cache/build-env"
 while IFS= read -r line; do
   export "${line%%=*}=${line#*=}"
 done < <(grep -v '^GN_ARGS=' "$build_env")
+# The unbundle toolchain reads CXXFLAGS and LDFLAGS when gn gen runs.
+if [[ -n "$extra_cxxflags" ]]; then export CXXFLAGS="$CXXFLAGS $extra_cxxflags"; fi
+if [[ -n "$extra_ldflags" ]]; then export LDFLAGS="$extra_ldflags $LDFLAGS"; fi
 gn_args="$(sed -n 's/^GN_ARGS=//p' "$build_env")"
+# gn gen again when the args or the toolchain's environment change.
+gn_stamp="$(printf '%s\n' "$gn_args" "CC=$CC" "CXX=$CXX" "CXXFLAGS=$CXXFLAGS" "LDFLAGS=$LDFLAGS")"
 out="out/shmring"
 cd "$tree"
-if [[ ! -f "$out/build.ninja" ]] || [[ "$(cat "$out/.shmring-gn-args" 2>/dev/null)" != "$gn_args" ]]; then
+if [[ ! -f "$out/build.ninja" ]] || [[ "$(cat "$out/.shmring-gn-args" 2>/dev/null)" != "$gn_stamp" ]]; then
   say "gn gen $out (debian/rules' args)"
   "${heavy[@]}" gn gen "$out" --args="$gn_args" >"$cache/gn-gen.log" 2>&1 ||
     { tail -20 "$cache/gn-gen.log" >&2; die "gn gen failed; see $cache/gn-gen.log"; }
-  printf '%s' "$gn_args" >"$out/.shmring-gn-args"
+  printf '%s' "$gn_stamp" >"$out/.shmring-gn-args"
 else
   # ninja re-runs gn itself when a BUILD.gn or .gni changed.
   "${heavy[@]}" ninja -C "$out" build.ninja >"$cache/gn-gen.log" 2>&1 ||
@@ -287,87 +343,6 @@ else
 fi
 say "Rust targets done ($((SECONDS - started)) s)"
 
-# C++: each object's own compile command. Generated sources are ninja targets.
-# The generated headers a translation unit includes are found with -M -MG
-# (a missing header is printed as spelled) and built as ninja targets, a few
-# rounds, since a generated header may include further generated headers.
-declare -A object_of=() command_of=()
-for s in "${objects[@]}"; do
-  case "$s" in gen/*) node="$s" ;; *) node="../../$s" ;; esac
-  grep -qxF "$node" "$ninja_targets" || [[ -f "$node" ]] || die "$s: not in the build graph"
-done
-gen_sources=()
-for s in "${objects[@]}"; do [[ "$s" == gen/* ]] && gen_sources+=("$s"); done
-if ((${#gen_sources[@]})); then
-  say "generating ${gen_sources[*]}"
-  "${heavy[@]}" ninja -j"$jobs" -k 0 "${gen_sources[@]}" >"$logs/generated-sources.log" 2>&1 || true
-fi
-nodes=()
-for s in "${objects[@]}"; do case "$s" in gen/*) nodes+=("$s") ;; *) nodes+=("../../$s") ;; esac; done
-# One query for all: each node's block lists the objects compiled from it.
-ninja -t query "${nodes[@]}" | awk '
-  /^[^ ]/ {node = $0; sub(/:$/, "", node); out = 0; next}
-  /^  outputs:/ {out = 1; next}
-  /^  [a-z]/ {out = 0; next}
-  out && /\.o$/ {sub(/^ +/, ""); print node, $0}' >"$logs/objects"
-for s in "${objects[@]}"; do
-  case "$s" in gen/*) node="$s" ;; *) node="../../$s" ;; esac
-  object_of[$s]="$(awk -v n="$node" '$1 == n {print $2}' "$logs/objects" | tr '\n' ' ')"
-  [[ -n "${object_of[$s]// /}" ]] || die "$s: ninja compiles it into no object"
-done
-all_objs=()
-for s in "${objects[@]}"; do read -ra o <<<"${object_of[$s]}"; all_objs+=("${o[@]}"); done
-mapfile -t cmds < <(ninja -t commands -s "${all_objs[@]}")
-((${#cmds[@]} == ${#all_objs[@]})) || die "ninja gave ${#cmds[@]} commands for ${#all_objs[@]} objects"
-for i in "${!all_objs[@]}"; do command_of[${all_objs[$i]}]="${cmds[$i]}"; done
-
-# OBJ: prints each included file that does not exist yet as the ninja target
-# that generates it (tried below each generated include directory of the
-# command), or as ?FILE when no target does.
-missing_headers() {
-  local obj="$1" dep="$logs/$(basename "$1").M" cmd f d found
-  cmd="$(sed -E 's/ -MD / /; s/ -MF [^ ]+/ /; s/ -o [^ ]+/ /' <<<"${command_of[$obj]}")"
-  local -a gen_dirs
-  mapfile -t gen_dirs < <(tr ' ' '\n' <<<"$cmd" | sed -n 's/^-I\(gen.*\)$/\1/p' | sort -u)
-  rm -f "$dep"
-  sh -c "$cmd -M -MG -MF $dep -o /dev/null" >/dev/null 2>&1 || true
-  [[ -f "$dep" ]] || return 0
-  sed -e 's/\\$//' "$dep" | tr ' ' '\n' | sed '1,2d' | grep . | while read -r f; do
-    [[ -e "$f" ]] && continue
-    found=""
-    for d in "${gen_dirs[@]}"; do
-      if grep -qxF "$d/$f" "$ninja_targets"; then found="$d/$f"; break; fi
-    done
-    printf '%s\n' "${found:-?$f}"
-  done
-}
-for round in 1 2 3 4 5 6 7 8; do
-  mapfile -t missing < <(for o in "${all_objs[@]}"; do missing_headers "$o"; done | sort -u)
-  wanted=() unknown=()
-  for h in "${missing[@]}"; do
-    if [[ "$h" == \?* ]]; then unknown+=("${h#\?}"); else wanted+=("$h"); fi
-  done
-  ((${#wanted[@]})) || break
-  say "round $round: building ${#wanted[@]} generated headers"
-  "${heavy[@]}" ninja -j"$jobs" -k 0 "${wanted[@]}" >"$logs/headers-$round.log" 2>&1 || true
-done
-((${#unknown[@]} == 0)) || say "included but not generated by any target: ${unknown[*]}"
-
-for s in "${objects[@]}"; do
-  for o in ${object_of[$s]}; do
-    log="$logs/$(basename "$o").log"
-    mkdir -p "$(dirname "$o")"
-    if "${heavy[@]}" sh -c "${command_of[$o]}" >"$log" 2>&1; then
-      # Debian builds without -Werror; upstream Chromium would stop here.
-      warnings="$(grep -c 'warning:' "$log" || true)"
-      report ok "object $s" "($o$( ((warnings)) && echo ", $warnings warnings, see $log"))"
-    else
-      report FAIL "object $s" "$(first_error "$log")"
-    fi
-  done
-done
-say "objects done ($((SECONDS - started)) s)"
-
 # gn check: includes against declared deps, as Chromium's presubmit does.
 if ((${#checks[@]})); then
   log="$logs/gn-check.log"
@@ -379,6 +354,130 @@ if ((${#checks[@]})); then
     fi
   done
 fi
+
+# C++: each object's own compile command. Generated sources are ninja targets.
+# The generated headers a translation unit includes are found with -M -MG
+# (a missing header is printed as spelled) and built as ninja targets, in
+# rounds, since a generated header may include further generated headers.
+#
+# The objects go in stages, cheapest first: the content switches (a few
+# buildflag headers), then the generated runtime-feature sources, then the
+# Blink module and the V8 bindings (Blink's mojom and bindings headers), and
+# render_process_host_impl.cc (most of content's mojom, perfetto's protos)
+# last. Within a stage each object is compiled as soon as nothing it includes
+# is missing, so each `ok` is printed when it is earned and a run that is cut
+# short has proven the cheap objects already.
+stage_of() {  # SOURCE: its stage number
+  case "$1" in
+    content/public/common/*) echo 1 ;;
+    gen/third_party/blink/renderer/platform/* | gen/third_party/blink/common/*) echo 2 ;;
+    third_party/blink/renderer/modules/* | gen/third_party/blink/renderer/bindings/*) echo 3 ;;
+    *) echo 4 ;;
+  esac
+}
+node_of() { case "$1" in gen/*) echo "$1" ;; *) echo "../../$1" ;; esac; }
+declare -A object_of=() command_of=() source_of=() last_wanted=()
+for s in "${objects[@]}"; do
+  grep -qxF "$(node_of "$s")" "$ninja_targets" || [[ -f "$(node_of "$s")" ]] || die "$s: not in the build graph"
+done
+nodes=()
+for s in "${objects[@]}"; do nodes+=("$(node_of "$s")"); done
+# One query for all: each node's block lists the objects compiled from it.
+ninja -t query "${nodes[@]}" | awk '
+  /^[^ ]/ {node = $0; sub(/:$/, "", node); out = 0; next}
+  /^  outputs:/ {out = 1; next}
+  /^  [a-z]/ {out = 0; next}
+  out && /\.o$/ {sub(/^ +/, ""); print node, $0}' >"$logs/objects"
+for s in "${objects[@]}"; do
+  object_of[$s]="$(awk -v n="$(node_of "$s")" '$1 == n {print $2}' "$logs/objects" | tr '\n' ' ')"
+  [[ -n "${object_of[$s]// /}" ]] || die "$s: ninja compiles it into no object"
+  for o in ${object_of[$s]}; do source_of[$o]="$s"; done
+done
+all_objs=()
+for s in "${objects[@]}"; do read -ra o <<<"${object_of[$s]}"; all_objs+=("${o[@]}"); done
+mapfile -t cmds < <(ninja -t commands -s "${all_objs[@]}")
+((${#cmds[@]} == ${#all_objs[@]})) || die "ninja gave ${#cmds[@]} commands for ${#all_objs[@]} objects"
+for i in "${!all_objs[@]}"; do command_of[${all_objs[$i]}]="${cmds[$i]}"; done
+
+# OBJ: prints each included file that does not exist yet as the ninja target
+# that generates it (tried below each generated include directory of the
+# command), or as ?FILE when no target does.
+missing_headers() {
+  local obj="$1" dep="$logs/$(tr '/' '_' <<<"$1").M" cmd f d found
+  cmd="$(sed -E 's/ -MD / /; s/ -MF [^ ]+/ /; s/ -o [^ ]+/ /' <<<"${command_of[$obj]}")"
+  local -a gen_dirs
+  mapfile -t gen_dirs < <(tr ' ' '\n' <<<"$cmd" | sed -n 's/^-I\(gen.*\)$/\1/p' | sort -u)
+  rm -f "$dep"
+  "${heavy[@]}" sh -c "$cmd -M -MG -MF $dep -o /dev/null" >/dev/null 2>&1 || true
+  [[ -f "$dep" ]] || return 0
+  sed -e 's/\\$//' "$dep" | tr ' ' '\n' | sed '1,2d' | grep . | while read -r f; do
+    [[ -e "$f" ]] && continue
+    found=""
+    for d in "${gen_dirs[@]}"; do
+      if grep -qxF "$d/$f" "$ninja_targets"; then found="$d/$f"; break; fi
+    done
+    printf '%s\n' "${found:-?$f}"
+  done | sort -u
+}
+compile_object() {  # OBJ
+  local o="$1" log warnings
+  log="$logs/$(tr '/' '_' <<<"$o").log"
+  mkdir -p "$(dirname "$o")"
+  if "${heavy[@]}" sh -c "${command_of[$o]}" >"$log" 2>&1; then
+    # Debian builds without -Werror; upstream Chromium would stop here.
+    # Counted: warnings about the source (FILE:LINE:COL), not clang's about
+    # its command line (debian/rules' -stdlib=libc++ is unused when compiling).
+    warnings="$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -cE '^[^ ]+:[0-9]+:[0-9]+: warning:' || true)"
+    report ok "object ${source_of[$o]}" "($o$( ((warnings)) && echo ", $warnings warnings, see $log"))"
+  else
+    report FAIL "object ${source_of[$o]}" "$(first_error "$log")"
+  fi
+}
+max_rounds="${HEADER_ROUNDS:-12}"
+for stage in 1 2 3 4; do
+  pending=() gen_sources=()
+  for s in "${objects[@]}"; do
+    [[ "$(stage_of "$s")" == "$stage" ]] || continue
+    read -ra o <<<"${object_of[$s]}"
+    pending+=("${o[@]}")
+    [[ "$s" == gen/* ]] && gen_sources+=("$s")
+  done
+  ((${#pending[@]})) || continue
+  if ((${#gen_sources[@]})); then
+    say "stage $stage: generating ${gen_sources[*]}"
+    "${heavy[@]}" ninja -j"$jobs" -k 0 "${gen_sources[@]}" >"$logs/generated-sources-$stage.log" 2>&1 || true
+  fi
+  for ((round = 1; ; round++)); do
+    waiting=() wanted=()
+    for o in "${pending[@]}"; do
+      mapfile -t missing < <(missing_headers "$o")
+      mine=() unknown=()
+      for h in "${missing[@]}"; do
+        if [[ "$h" == \?* ]]; then unknown+=("${h#\?}"); else mine+=("$h"); fi
+      done
+      if ((${#mine[@]} == 0)); then
+        # Nothing left that a target generates: compile (a header no target
+        # generates then fails the compile with its real error).
+        ((${#unknown[@]} == 0)) || say "${source_of[$o]} includes files no target generates: ${unknown[*]}"
+        compile_object "$o"
+      elif [[ "${last_wanted[$o]:-}" == "${mine[*]}" ]]; then
+        report FAIL "object ${source_of[$o]}" "generated headers not built: ${mine[*]:0:3}; $(first_error "$logs/headers-$stage-$((round - 1)).log")"
+      elif ((round > max_rounds)); then
+        report FAIL "object ${source_of[$o]}" "${#mine[@]} generated headers still missing after $max_rounds rounds"
+      else
+        last_wanted[$o]="${mine[*]}"
+        waiting+=("$o")
+        wanted+=("${mine[@]}")
+      fi
+    done
+    ((${#waiting[@]})) || break
+    mapfile -t wanted < <(printf '%s\n' "${wanted[@]}" | sort -u)
+    say "stage $stage, round $round: building ${#wanted[@]} generated headers for ${#waiting[@]} objects ($((SECONDS - started)) s)"
+    "${heavy[@]}" ninja -j"$jobs" -k 0 "${wanted[@]}" >"$logs/headers-$stage-$round.log" 2>&1 || true
+    pending=("${waiting[@]}")
+  done
+done
+say "objects done ($((SECONDS - started)) s)"
 
 echo
 printf '%s\n' "${results[@]}"

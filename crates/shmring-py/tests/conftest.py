@@ -143,6 +143,20 @@ def tally(out: str, role: str) -> dict:
     raise AssertionError(f"no {role} tally in {out!r}")
 
 
+def assert_sent_once_in_order(numbers: list, counts: dict, start: int = 0, released: int = 0):
+    """`numbers` (frame numbers received from tick `start` on, after
+    `released` frames were received and let go elsewhere) are every frame
+    a `shmring camera` with tally `counts` sent, in order, each once. The
+    camera skips a tick it is already late for (a loaded machine; counted
+    as `late`), so with late ticks the numbers have those gaps; with none
+    they are exactly `range(start, sent)`."""
+    ticks = counts["sent"] + counts["late"] + counts["dropped"]
+    assert counts["dropped"] == 0, counts
+    assert numbers == sorted(set(numbers)), "in order, none twice"
+    assert all(start <= n < ticks for n in numbers), (start, ticks, numbers)
+    assert len(numbers) == counts["sent"] - released, (counts, len(numbers))
+
+
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
     box = Sandbox(tmp_path)

@@ -2,11 +2,12 @@
 policies, attaching by name and from inherited descriptors."""
 
 import os
+import sys
 
 import pytest
 
 import shmring
-from conftest import finish
+from conftest import assert_sent_once_in_order, finish, frames_until_exit, tally
 from records import LAYOUT_VERSION, SecondMapping
 
 
@@ -101,13 +102,10 @@ def test_a_consumer_from_inherited_descriptors_reads_a_camera_it_spawned(sandbox
     camera = sandbox.spawn(
         "camera", "--seconds", "1", "--size", "160x120", "--fps", "20", pass_fds=parent.fds, SHMRING_FD=spec
     )
-    numbers = []
-    while len(numbers) < 20:
-        frame = parent.recv(timeout=10)
-        numbers.append(frame.frame_number)
-        del frame
-    finish(camera)
-    assert numbers == list(range(20))
+    numbers = [frame.frame_number for frame in frames_until_exit(parent, camera)]
+    counts = tally(finish(camera)[0], "camera")
+    assert counts["sent"] + counts["late"] == 20
+    assert_sent_once_in_order(numbers, counts)
     # A child Python takes the ring over from descriptors once the parent
     # has closed it: `Consumer.from_fds()` reads SHMRING_FD.
     fds = [os.dup(fd) for fd in parent.fds]
@@ -121,3 +119,14 @@ def test_a_consumer_from_inherited_descriptors_reads_a_camera_it_spawned(sandbox
     assert out.strip() == "2"
     for fd in fds:
         os.close(fd)
+
+
+def test_the_wheel_is_abi3_from_3_11_and_built_for_the_interpreter_before():
+    extension = os.path.basename(shmring.shmring.__file__)
+    if sys.version_info >= (3, 11):
+        # One wheel for every CPython from 3.11 on (the stable ABI with the
+        # buffer protocol).
+        assert extension == "shmring.abi3.so", extension
+    else:
+        tag = "cpython-%d%d" % sys.version_info[:2]
+        assert extension.startswith(f"shmring.{tag}-"), extension

@@ -8,7 +8,7 @@ import zlib
 import av
 import numpy as np
 
-from conftest import REPO, finish, tally
+from conftest import REPO, assert_sent_once_in_order, finish, tally
 from test_media import painted_number
 
 EXAMPLES = REPO / "examples" / "python"
@@ -44,11 +44,16 @@ def test_thumbnails_of_a_camera_ring(sandbox):
     thumbs = example(sandbox, "thumbnails.py", name, "--out", str(out_dir), "--every", "10", "--idle", "3")
     sandbox.wait_for_consumer(name)
     camera = sandbox.spawn("camera", "--ring", name, "--seconds", "2", "--size", "320x240", "--fps", "15")
-    sent = tally(finish(camera)[0], "camera")["sent"]
+    counts = tally(finish(camera)[0], "camera")
+    sent, late = counts["sent"], counts["late"]
     out, _ = finish(thumbs)
     assert out.startswith(f"{sent} video frames")
     files = sorted(out_dir.glob("stream1-*.png"))
-    assert [int(p.stem.split("-")[1]) for p in files] == list(range(0, sent, 10))
+    # One per tenth frame number; a tick the camera was late for (a loaded
+    # machine) was never sent, so it has none.
+    every_tenth = list(range(0, sent + late, 10))
+    numbers = [int(p.stem.split("-")[1]) for p in files]
+    assert set(numbers) <= set(every_tenth) and len(numbers) >= len(every_tenth) - late, (numbers, counts)
     first = read_png(files[0].read_bytes())
     assert first.shape == (30, 40, 3)
     # Frame 0: its number's blocks along the top are Y=16 (no green with
@@ -64,7 +69,8 @@ def test_pyav_records_a_camera_and_a_microphone(sandbox):
     sandbox.wait_for_consumer(name)
     camera = sandbox.spawn("camera", "--ring", name, "--seconds", "2", "--size", "320x240")
     mic = sandbox.spawn("microphone", "--ring", name, "--seconds", "2", "--stream", "2")
-    sent = tally(finish(camera)[0], "camera")["sent"]
+    counts = tally(finish(camera)[0], "camera")
+    sent = counts["sent"]
     finish(mic)
     out, _ = finish(recorder)
     assert out.startswith(f"{sent} video frames")
@@ -73,4 +79,5 @@ def test_pyav_records_a_camera_and_a_microphone(sandbox):
         assert (video.codec_context.width, video.codec_context.height) == (320, 240)
         assert len(container.streams.audio) == 1
         numbers = [painted_number(frame.to_ndarray(format="gray")) for frame in container.decode(video=0)]
-    assert numbers == list(range(sent)), "every frame, in order, its painted number intact"
+    # Every frame, in order, its painted number intact.
+    assert_sent_once_in_order(numbers, counts)
