@@ -1,7 +1,7 @@
 // fake_renderer: a multi-threaded producer that behaves like a Chromium
 // renderer in a meeting. Three video threads (1080p, 720p, and one whose
-// resolution changes mid-stream) and one audio thread (48 kHz stereo, 10 ms
-// chunks) share one shmring::Producer (--camera-only: the 1080p thread and
+// resolution changes mid-stream) and one audio thread (48 kHz stereo, or
+// mono with --channels 1; 10 ms chunks) share one shmring::Producer (--camera-only: the 1080p thread and
 // the audio thread alone, the bot benchmark's simulated patched renderer).
 // Every frame carries the test pattern and its counter (ffi/tests/pattern.h).
 // It attaches from an inherited
@@ -44,6 +44,8 @@ struct Options {
   // the picture is the browser's cost, measured apart) and the audio
   // stream, with no measuring copies: the bot benchmark's patched renderer.
   bool camera_only = false;
+  // Audio channels, 1 or 2.
+  uint32_t channels = 2;
 };
 
 uint64_t ThreadCpuNs() {
@@ -206,16 +208,18 @@ void VideoThread(const shmring::Producer& producer, const Options& o, uint32_t s
   }
 }
 
-// 48 kHz stereo f32 planar, 10 ms (480 samples) per chunk, 100 chunks/s.
+// 48 kHz f32 planar (stereo, or mono), 10 ms (480 samples) per chunk,
+// 100 chunks/s.
 void AudioThread(const shmring::Producer& producer, const Options& o, Clock::time_point start,
                  StreamReport* report) {
-  constexpr uint32_t kStream = 4, kRate = 48000, kFrames = 480, kChannels = 2;
+  constexpr uint32_t kStream = 4, kRate = 48000, kFrames = 480;
+  const uint32_t channel_count = o.channels;
   report->stream = kStream;
   report->kind = "audio";
   std::vector<float> left(kFrames), right(kFrames);
-  const float* channels[kChannels] = {left.data(), right.data()};
+  const float* channels[2] = {left.data(), right.data()};
   // Odd chunks go through the packed path, as Chromium's audio sink does.
-  std::vector<float> packed(static_cast<size_t>(kChannels) * kFrames);
+  std::vector<float> packed(static_cast<size_t>(channel_count) * kFrames);
   const double chunks_per_second = o.fps > 0 ? 100.0 : 0.0;
   Pacer pacer(chunks_per_second, start);
   // With a frame count, send as many chunks as cover the video's duration.
@@ -225,21 +229,21 @@ void AudioThread(const shmring::Producer& producer, const Options& o, Clock::tim
     pacer.Wait(n);
     for (uint32_t i = 0; i < kFrames; ++i) {
       left[i] = shmring_pattern::AudioSample(n, kFrames, 0, i);
-      right[i] = shmring_pattern::AudioSample(n, kFrames, 1, i);
+      if (channel_count == 2) right[i] = shmring_pattern::AudioSample(n, kFrames, 1, i);
     }
     shmring::AudioDesc desc{};
     desc.stream_id = kStream;
     desc.timestamp_us = static_cast<int64_t>(n * 10000);
     desc.frame_number = n;
     desc.sample_rate = kRate;
-    desc.channels = kChannels;
+    desc.channels = channel_count;
     desc.frame_count = kFrames;
     ++report->attempted;
     if (n % 2 == 0) {
       Count(report, producer.WriteAudioF32Planar(desc, channels));
     } else {
       std::copy(left.begin(), left.end(), packed.begin());
-      std::copy(right.begin(), right.end(), packed.begin() + kFrames);
+      if (channel_count == 2) std::copy(right.begin(), right.end(), packed.begin() + kFrames);
       Count(report, producer.WriteAudioF32PlanarPacked(desc, packed.data()));
     }
   }
@@ -259,13 +263,15 @@ bool ParseArgs(int argc, char** argv, Options* o) {
       o->fps = std::atof(value);
     } else if (arg == "--corrupt-frame" && value) {
       o->corrupt_frame = std::strtoll(value, nullptr, 10);
+    } else if (arg == "--channels" && value && (std::string_view(value) == "1" || std::string_view(value) == "2")) {
+      o->channels = static_cast<uint32_t>(value[0] - '0');
     } else if (arg == "--camera-only") {
       o->camera_only = true;
       --i;  // a flag: no value follows
     } else {
       std::fprintf(stderr,
                    "usage: fake_renderer [--shmring-fd SPEC] [--seconds S] [--frames N] [--fps F] [--corrupt-frame N]\n"
-                   "                     [--camera-only]\n"
+                   "                     [--camera-only] [--channels 1|2]\n"
                    "  descriptors come from --shmring-fd or SHMRING_FD\n");
       return false;
     }

@@ -38,7 +38,7 @@ pub fn write(summary: &Summary, machine: &Machine, path: &Path) -> Result<(), St
             }
         })
         .collect();
-    let caption = "The whole recording bot: CPU seconds per recorded minute, by process group (1080p30 + 48 kHz)";
+    let caption = "The whole recording bot: CPU seconds per recorded minute, by process group (1080p30 + 48 kHz mono)";
     let subtitle = format!(
         "Median of {rounds} round(s); {} cores ({}), shared: load average {:.1} to {:.1}; {}. Number above a bar: \
          median total.",
@@ -48,10 +48,15 @@ pub fn write(summary: &Summary, machine: &Machine, path: &Path) -> Result<(), St
         summary.load_range.1,
         report::date()
     );
+    let setup = format!(
+        "Every browser's profile on {}; one MP4 per run, the same ffmpeg arguments in every row.",
+        summary.profile_fs
+    );
     let centred = |size| TextStyle::from(("sans-serif", size).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
     root.draw(&Text::new(caption, (550, 10), centred(18))).map_err(err)?;
     root.draw(&Text::new(subtitle, (550, 34), centred(13).color(&BLACK.mix(0.75)))).map_err(err)?;
-    let area = root.margin(48, 0, 0, 0);
+    root.draw(&Text::new(setup, (550, 52), centred(13).color(&BLACK.mix(0.75)))).map_err(err)?;
+    let area = root.margin(66, 0, 0, 0);
     let mut chart = ChartBuilder::on(&area)
         .margin(14)
         .x_label_area_size(40)

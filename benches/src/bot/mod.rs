@@ -8,10 +8,15 @@
 //!     [--pipelines a,b,..] [--fake-renderer PATH] [--python PATH] [--chromium PATH]
 //! ```
 //!
-//! Every pipeline records the same thing with the same ffmpeg arguments
-//! (x264 ultrafast, AAC 128k): Chromium's fake 1080p30 camera and 48 kHz
-//! microphone at the bridge's capture page (the patched-renderer row: the
-//! C++ fake renderer's 1080p30 stream and 48 kHz audio).
+//! Every pipeline records the same thing into one MP4 with the same ffmpeg
+//! arguments (x264 ultrafast, AAC 128k): Chromium's fake 1080p30 camera and
+//! 48 kHz mono microphone at the bridge's capture page (the patched-renderer
+//! row: the C++ fake renderer's 1080p30 stream and 48 kHz mono audio); the
+//! recorder writes no mix beside it (`--no-mix`), as the Python receiver
+//! writes none. Every browser's profile is on one tmpfs mounted
+//! `huge=within_size`, as `shmring chromium` mounts its own, when this
+//! process may mount (root), else in `/dev/shm` (with a warning); the
+//! table and the JSON say which.
 //!
 //! - `capture-only`: the page captures and copies each frame out, sends
 //!   nothing: the browser's share that no transport can save.
@@ -32,6 +37,8 @@ mod report;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+use shmring_bridge::profile_fs::{self, ProfileDir};
 
 use crate::machine::{self, Machine};
 
@@ -134,9 +141,22 @@ pub fn main(args: &[String], host: &Host) -> ExitCode {
 
 fn run(args: &Args, host: &Host) -> Result<bool, String> {
     let exe_dir = host.shmring.parent().map(PathBuf::from).unwrap_or_default();
-    let work = shmring_bridge::chromium::fresh_profile_dir()
-        .with_file_name(format!("shmring-bench-bot-{}", std::process::id()));
-    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    // Every browser's profile (and the recordings beside them) on one tmpfs
+    // mounted as `shmring chromium` mounts its own, when this process may.
+    let fresh = profile_fs::fresh_dir("shmring-bench-bot");
+    let profiles = ProfileDir::mount(fresh.clone()).map_err(|e| format!("{}: {e}", fresh.display()))?;
+    for (point, pid) in profiles.reclaimed() {
+        eprintln!("bench bot: unmounted {}, the work tmpfs of a bench that is gone (pid {pid})", point.display());
+    }
+    if let Some(e) = profiles.mount_error() {
+        eprintln!(
+            "bench bot: warning: cannot mount a tmpfs with huge=within_size for the profiles ({e}; it takes root): \
+             profiles in {}, where the file lane costs the browser more CPU than under `shmring chromium` as root",
+            fresh.display()
+        );
+    }
+    let work = profiles.path().to_path_buf();
+    let profile_fs = profiles.filesystem();
     let tools = Tools {
         shmring: host.shmring.clone(),
         fake_renderer: args.fake_renderer.clone().unwrap_or_else(|| exe_dir.join("fake_renderer")),
@@ -153,7 +173,8 @@ fn run(args: &Args, host: &Host) -> Result<bool, String> {
     let plan = Plan { seconds: args.seconds, warmup: args.warmup };
     let load_before = machine::load_average();
     eprintln!(
-        "bench bot: {} pipeline(s) x {} round(s), {:.0} s measured each after {:.0} s of warm-up; work in {}",
+        "bench bot: {} pipeline(s) x {} round(s), {:.0} s measured each after {:.0} s of warm-up; work in {}, \
+         every browser's profile on {profile_fs}",
         args.pipelines.len(),
         args.rounds,
         args.seconds,
@@ -183,7 +204,7 @@ fn run(args: &Args, host: &Host) -> Result<bool, String> {
         }
     }
     let machine = Machine::detect();
-    let summary = Summary::new(&runs, &args.pipelines, args.rounds);
+    let summary = Summary::new(&runs, &args.pipelines, args.rounds, profile_fs);
     let command = format!("{} bot --seconds {} --rounds {}", host.display, args.seconds, args.rounds);
     let text = report::markdown(&summary, &machine, load_before, &command, args);
     print!("{text}");
@@ -195,6 +216,6 @@ fn run(args: &Args, host: &Host) -> Result<bool, String> {
     if let Some(path) = &args.svg {
         chart::write(&summary, &machine, path)?;
     }
-    let _ = std::fs::remove_dir_all(&work);
+    drop(profiles);
     Ok(summary.failures.is_empty())
 }

@@ -16,6 +16,12 @@ use shmring_bridge::process_usage::{self, Usage};
 pub const PIPELINES: [&str; 5] =
     ["capture-only", "websocket-python", "bridge-websocket", "bridge-file", "patched-renderer"];
 
+/// Audio channels of every pipeline's stream: Chromium's fake microphone,
+/// through getUserMedia's audio processing, is mono. The Python receiver is
+/// told so, the fake renderer sends so, and every recording is checked to
+/// be so (the same audio encoded in every row).
+pub const AUDIO_CHANNELS: u64 = 1;
+
 /// The process groups CPU is counted in.
 pub const GROUPS: [&str; 4] = ["browser", "receiver/bridge", "encoder", "ffmpeg"];
 
@@ -64,6 +70,7 @@ pub struct Probe {
     pub video_frames: u64,
     pub audio_codec: String,
     pub audio_rate: u64,
+    pub audio_channels: u64,
 }
 
 /// The processes whose CPU is counted, by group.
@@ -221,12 +228,14 @@ fn measure(members: &Members, warmup: Duration, seconds: f64) -> (f64, [f64; 4],
     (window, cpu, rss, load)
 }
 
-/// `shmring record NAME --create -o OUT`, once its ring is served.
+/// `shmring record NAME --create --no-mix -o OUT`, once its ring is
+/// served: one file, as the Python receiver writes (the mix of a lone
+/// participant would be a second AAC encode of the same audio).
 fn start_recorder(tools: &Tools, ring: &str, output: &Path) -> Result<Guard, String> {
     let log = File::create(tools.work.join(format!("{ring}.record.log"))).map_err(|e| e.to_string())?;
     let recorder = spawn(
         Command::new(&tools.shmring)
-            .args(["record", ring, "--create", "--capacity", "256MiB", "-o"])
+            .args(["record", ring, "--create", "--no-mix", "--capacity", "256MiB", "-o"])
             .arg(output)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -287,7 +296,7 @@ pub fn run(pipeline: &str, round: usize, tools: &Tools, plan: &Plan) -> Result<R
             let mut receiver = spawn(
                 Command::new(&tools.python)
                     .arg(&tools.receiver)
-                    .args(["--listen", "127.0.0.1:0", "--channels", "1", "-o"])
+                    .args(["--listen", "127.0.0.1:0", "--channels", &AUDIO_CHANNELS.to_string(), "-o"])
                     .arg(&output)
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped()),
@@ -362,7 +371,13 @@ pub fn run(pipeline: &str, round: usize, tools: &Tools, plan: &Plan) -> Result<R
             let seconds = plan.warmup.as_secs_f64() + plan.seconds + 0.5;
             let renderer = spawn(
                 Command::new(&tools.fake_renderer)
-                    .args(["--camera-only", "--seconds", &format!("{seconds:.1}")])
+                    .args([
+                        "--camera-only",
+                        "--channels",
+                        &AUDIO_CHANNELS.to_string(),
+                        "--seconds",
+                        &format!("{seconds:.1}"),
+                    ])
                     .env("SHMRING_FD", inherited.spec())
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped()),
@@ -393,11 +408,12 @@ pub fn run(pipeline: &str, round: usize, tools: &Tools, plan: &Plan) -> Result<R
     Ok(run)
 }
 
-/// ffprobe of a recording: a 1080p H.264 stream and AAC audio, or an error.
+/// ffprobe of a recording: a 1080p H.264 stream and 48 kHz AAC audio of
+/// [`AUDIO_CHANNELS`], or an error.
 pub fn probe(path: &Path) -> Result<Probe, String> {
     let output = Command::new("ffprobe")
         .args(["-v", "error", "-show_entries"])
-        .arg("format=duration:stream=codec_type,codec_name,width,height,nb_frames,sample_rate")
+        .arg("format=duration:stream=codec_type,codec_name,width,height,nb_frames,sample_rate,channels")
         .args(["-of", "json"])
         .arg(path)
         .output()
@@ -418,6 +434,7 @@ pub fn probe(path: &Path) -> Result<Probe, String> {
             Some("audio") => {
                 probe.audio_codec = stream["codec_name"].as_str().unwrap_or("").to_string();
                 probe.audio_rate = number(&stream["sample_rate"]) as u64;
+                probe.audio_channels = stream["channels"].as_u64().unwrap_or(0);
             }
             _ => {}
         }
@@ -425,8 +442,8 @@ pub fn probe(path: &Path) -> Result<Probe, String> {
     if (probe.width, probe.height) != (1920, 1080) || probe.video_frames == 0 {
         return Err(format!("{}: no 1920x1080 video in it: {probe:?}", path.display()));
     }
-    if probe.audio_codec != "aac" || probe.audio_rate != 48_000 {
-        return Err(format!("{}: no 48 kHz AAC audio in it: {probe:?}", path.display()));
+    if probe.audio_codec != "aac" || probe.audio_rate != 48_000 || probe.audio_channels != AUDIO_CHANNELS {
+        return Err(format!("{}: no 48 kHz AAC audio of {AUDIO_CHANNELS} channel(s) in it: {probe:?}", path.display()));
     }
     Ok(probe)
 }

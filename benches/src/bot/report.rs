@@ -32,6 +32,8 @@ pub struct Summary {
     pub load_range: (f64, f64),
     pub failures: Vec<String>,
     pub per_run: Vec<serde_json::Value>,
+    /// The filesystem every browser's profile was on, in words.
+    pub profile_fs: String,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -48,7 +50,12 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 impl Summary {
-    pub fn new(runs: &[(usize, Result<Run, String>)], pipelines: &[String], rounds: usize) -> Summary {
+    pub fn new(
+        runs: &[(usize, Result<Run, String>)],
+        pipelines: &[String],
+        rounds: usize,
+        profile_fs: String,
+    ) -> Summary {
         let mut failures = Vec::new();
         let mut per_run = Vec::new();
         // Each run as it is counted: the patched renderer's browser group
@@ -128,7 +135,7 @@ impl Summary {
                 })
             })
             .collect();
-        Summary { rows, load_range, failures, per_run }
+        Summary { rows, load_range, failures, per_run, profile_fs }
     }
 
     pub fn row(&self, pipeline: &str) -> Option<&Row> {
@@ -174,17 +181,31 @@ pub fn headline(summary: &Summary, machine: &Machine) -> Option<String> {
     let base = summary.row("websocket-python")?;
     let best = summary.best_stock()?;
     let ratio = best.total / base.total;
+    let targets = summary
+        .targets()
+        .iter()
+        .zip(["whole bot", "transport"])
+        .map(|((_, measured, limit), what)| {
+            format!("{what} <= {limit:.2}x {} at {measured:.2}x", if measured <= limit { "met" } else { "missed" })
+        })
+        .collect::<Vec<_>>();
+    let targets = if targets.is_empty() {
+        String::new()
+    } else {
+        format!(" Targets (bridge-file against websocket-python, same run): {}.", targets.join(", "))
+    };
     Some(format!(
-        "Measured, whole bot (Chromium + transport + encoder + ffmpeg, 1080p30 and 48 kHz audio): **{}** spends \
+        "Measured, whole bot (Chromium + transport + encoder + ffmpeg, 1080p30 and 48 kHz mono audio): **{}** spends \
          **{ratio:.2}x** the CPU per recorded minute of the WebSocket-to-Python bot it replaces ({:.1} against {:.1} \
-         CPU s; transport alone {:.2}x: {:.1} against {:.1} s), unmodified Chromium; median of {} rounds on {} ({} cores, \
-         shared: load average {:.1} to {:.1} as the windows began), {}.",
+         CPU s; transport alone {:.2}x: {:.1} against {:.1} s), unmodified Chromium, profiles on {}; median of {} rounds \
+         on {} ({} cores, shared: load average {:.1} to {:.1} as the windows began), {}.{targets}",
         best.pipeline,
         best.total,
         base.total,
         best.transport / base.transport,
         best.transport,
         base.transport,
+        summary.profile_fs,
         best.rounds,
         machine.cpu_model,
         machine.cores,
@@ -208,7 +229,11 @@ pub fn markdown(summary: &Summary, machine: &Machine, load_before: f64, command:
         crate::machine::load_average(),
         date()
     ));
-    out.push_str(&format!("Command: `{command}`\n\n"));
+    out.push_str(&format!("Command: `{command}`\n"));
+    out.push_str(&format!(
+        "Profiles: every browser's on {} (`shmring chromium` mounts its own tmpfs huge=within_size when it may).\n\n",
+        summary.profile_fs
+    ));
     out.push_str(&format!(
         "CPU seconds per recorded minute (user + system, from /proc, over a {:.0} s window after {:.0} s of warm-up; \
          median of {} round(s), pipelines taken in turn within each round). Transport = total minus the capture-only \
@@ -248,12 +273,13 @@ pub fn markdown(summary: &Summary, machine: &Machine, load_before: f64, command:
     }
     out.push_str(
         "\nHow each pipeline ran: the page is the bridge's capture page (fake 1920x1080 camera at 30 fps, fake \
-         48 kHz microphone), in Debian's headless Chromium, the JS client the same in every row; websocket-python: \
+         48 kHz mono microphone), in Debian's headless Chromium, the JS client the same in every row; websocket-python: \
          `examples/websocket_receiver/receiver.py` (websockets, compression off, frames piped to ffmpeg's stdin \
-         from a memoryview); bridge-*: `shmring bridge` -> ring -> `shmring record` (frames spliced into ffmpeg's \
-         pipe); patched-renderer: `fake_renderer --camera-only` (one 1080p30 stream copied through the C++ shim, \
-         48 kHz stereo) -> ring -> `shmring record`. ffmpeg's arguments are the same in every row (x264 \
-         ultrafast, AAC 128k). Frames lost: captured by the source minus handed to ffmpeg (the page's counters \
+         from a memoryview); bridge-*: `shmring bridge` -> ring -> `shmring record --no-mix` (frames spliced into \
+         ffmpeg's pipe); patched-renderer: `fake_renderer --camera-only --channels 1` (one 1080p30 stream copied through the C++ \
+         shim, 48 kHz mono) -> ring -> `shmring record --no-mix`. Every recording is one MP4 of 1080p video and \
+         48 kHz mono audio (checked with ffprobe), written by one ffmpeg with the same arguments in every row \
+         (x264 ultrafast, AAC 128k). Frames lost: captured by the source minus handed to ffmpeg (the page's counters \
          are read every 250 ms). RSS counts memory shared between processes once per process.\n",
     );
     if !summary.failures.is_empty() {
@@ -276,6 +302,7 @@ pub fn json(summary: &Summary, machine: &Machine, load_before: f64, command: &st
         "seconds": args.seconds,
         "warmup_s": args.warmup.as_secs_f64(),
         "rounds": args.rounds,
+        "profile_filesystem": summary.profile_fs,
         "groups": GROUPS,
         "pipelines": summary.rows.iter().map(|r| json!({
             "pipeline": r.pipeline,

@@ -122,16 +122,10 @@ pub fn capture_url(addr: SocketAddr, query: &str) -> String {
 
 /// A fresh profile directory's path (not created yet): on tmpfs
 /// (`/dev/shm`) where there is one, as the file lane wants, else in the
-/// temporary directory. Give it to the bridge (`--profile-dir`) and to
-/// [`Chromium::launch_with`].
+/// temporary directory (see [`crate::profile_fs`] for a tmpfs of its own).
+/// Give it to the bridge (`--profile-dir`) and to [`Chromium::launch_with`].
 pub fn fresh_profile_dir() -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    let base = if crate::frame_file::is_on_tmpfs(shm) == Some(true) { shm.to_path_buf() } else { std::env::temp_dir() };
-    base.join(format!(
-        "shmring-bridge-chromium-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
-    ))
+    crate::profile_fs::fresh_dir("shmring-bridge-chromium")
 }
 
 /// A console message in Chromium's log (`--enable-logging=stderr`).

@@ -64,6 +64,7 @@ mod http;
 mod inflight;
 mod outbox;
 pub mod process_usage;
+pub mod profile_fs;
 pub mod protocol;
 mod session;
 pub mod stats;

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use shmring::{AccessPolicy, Consumer};
 use shmring_bridge::process_usage::{self, Usage};
+use shmring_bridge::profile_fs::{ProfileDir, TMPFS_OPTIONS};
 
 use crate::chromium::{count_frames, reap_orphans, stop_browser_group, BrowserWatch};
 use crate::cli::ChromiumArgs;
@@ -40,18 +41,11 @@ use crate::process::{self, Exit};
 /// How long the bridge may take to say where it listens.
 const BRIDGE_START: Duration = Duration::from_secs(20);
 
-/// The mount options of the profile's own tmpfs: huge pages where a file
-/// is big enough for them, which is what makes the file lane cheap (the
-/// browser's writes and the bridge's reads of a frame file touch far fewer
-/// pages), and no more than half the memory, as `/dev/shm`.
-const PROFILE_TMPFS: &str = "huge=within_size,size=50%,mode=0700";
-
 /// Where the browser keeps its profile, and the extension beside it.
 struct Profile {
-    /// Removed at the end when it was made here.
-    base: Option<PathBuf>,
-    /// Unmounted at the end: the tmpfs mounted on `base` for this run.
-    mounted: bool,
+    /// Made for this run, with the extension in it: unmounted (when it is
+    /// the profile's own tmpfs) and removed when this is dropped.
+    _base: ProfileDir,
     /// The browser's `--user-data-dir`.
     data: PathBuf,
     extension: PathBuf,
@@ -59,33 +53,33 @@ struct Profile {
 
 impl Profile {
     /// The `--user-data-dir` among `args`, or a fresh one on tmpfs: a tmpfs
-    /// of its own mounted with [`PROFILE_TMPFS`] when this process may
+    /// of its own mounted with [`TMPFS_OPTIONS`] when this process may
     /// mount one (root), else a directory in `/dev/shm`.
     fn new(args: &[String]) -> Result<Profile, Failure> {
         let given = args.iter().find_map(|a| a.strip_prefix("--user-data-dir=")).map(PathBuf::from);
-        let base = shmring_bridge::chromium::fresh_profile_dir();
-        std::fs::create_dir_all(&base)
-            .map_err(|e| Failure::failed(format!("cannot make the profile {}: {e}", base.display())))?;
-        let profile = match given {
-            Some(data) => Profile { extension: base.join("extension"), data, base: Some(base), mounted: false },
-            None => {
-                let mut profile =
-                    Profile { data: base.join("data"), extension: base.join("extension"), base: None, mounted: false };
-                unmount_abandoned_profiles(&base);
-                match mount_tmpfs(&base) {
-                    Ok(()) => {
-                        profile.mounted = true;
-                        eprintln!("chromium: profile on its own tmpfs mounted {PROFILE_TMPFS} at {}", base.display());
-                    }
-                    Err(e) => eprintln!(
-                        "chromium: warning: cannot mount a tmpfs with huge=within_size for the profile ({e}; \
-                         it takes root): profile in {}, where the file lane costs the browser more CPU",
-                        base.display()
-                    ),
-                }
-                profile.base = Some(base);
-                profile
+        let fresh = shmring_bridge::chromium::fresh_profile_dir();
+        let made = match given {
+            Some(_) => ProfileDir::create(fresh.clone()),
+            None => ProfileDir::mount(fresh.clone()),
+        };
+        let base = made.map_err(|e| Failure::failed(format!("cannot make the profile {}: {e}", fresh.display())))?;
+        for (point, pid) in base.reclaimed() {
+            eprintln!("chromium: unmounted {}, the profile of a launcher that is gone (pid {pid})", point.display());
+        }
+        if given.is_none() {
+            match base.mount_error() {
+                None => eprintln!("chromium: profile on its own tmpfs mounted {TMPFS_OPTIONS} at {}", fresh.display()),
+                Some(e) => eprintln!(
+                    "chromium: warning: cannot mount a tmpfs with huge=within_size for the profile ({e}; \
+                     it takes root): profile in {}, where the file lane costs the browser more CPU",
+                    fresh.display()
+                ),
             }
+        }
+        let profile = Profile {
+            data: given.unwrap_or_else(|| fresh.join("data")),
+            extension: fresh.join("extension"),
+            _base: base,
         };
         std::fs::create_dir_all(&profile.data)
             .and_then(|()| std::fs::create_dir_all(&profile.extension))
@@ -97,79 +91,6 @@ impl Profile {
             );
         }
         Ok(profile)
-    }
-}
-
-/// Unmounts and removes the profile tmpfs of launchers that were killed
-/// before they could (a mount outlives its process): tmpfs mounts in the
-/// directory of `fresh`, named as [`shmring_bridge::chromium::fresh_profile_dir`]
-/// names them, whose launcher's pid is gone. A live pid (even a reused
-/// one) keeps its mount.
-fn unmount_abandoned_profiles(fresh: &Path) {
-    let (Some(parent), Some(name)) = (fresh.parent(), fresh.file_name().and_then(|n| n.to_str())) else { return };
-    // `PREFIX-PID-NANOS`: this launcher's own name says what the prefix is.
-    let Some(prefix) = name.rsplitn(3, '-').nth(2).map(|p| format!("{p}-")) else { return };
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return };
-    for line in mounts.lines() {
-        let mut fields = line.split(' ');
-        let (Some(_), Some(point), Some("tmpfs")) = (fields.next(), fields.next(), fields.next()) else { continue };
-        let point = Path::new(point);
-        let Some(pid) = (point.parent() == Some(parent))
-            .then(|| point.file_name()?.to_str()?.strip_prefix(&prefix)?.split('-').next()?.parse::<u32>().ok())
-            .flatten()
-        else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        if unmount(point) {
-            eprintln!("chromium: unmounted {}, the profile of a launcher that is gone (pid {pid})", point.display());
-            let _ = std::fs::remove_dir_all(point);
-        }
-    }
-}
-
-/// Detaches the mount at `point`: a process still holding a file there
-/// (a browser's crash handler) does not keep it busy.
-fn unmount(point: &Path) -> bool {
-    let Ok(target) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(point.as_os_str())) else {
-        return false;
-    };
-    // SAFETY: `target` is a NUL-terminated string that outlives the call.
-    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) == 0 }
-}
-
-/// Mounts a fresh tmpfs with [`PROFILE_TMPFS`] on the directory `at`.
-fn mount_tmpfs(at: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let target = std::ffi::CString::new(at.as_os_str().as_bytes())?;
-    let options = std::ffi::CString::new(PROFILE_TMPFS).expect("no NUL");
-    // SAFETY: every pointer is a NUL-terminated string that outlives the
-    // call; mount reads them and keeps none.
-    let result = unsafe {
-        libc::mount(
-            c"tmpfs".as_ptr(),
-            target.as_ptr(),
-            c"tmpfs".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            options.as_ptr().cast(),
-        )
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-impl Drop for Profile {
-    fn drop(&mut self) {
-        let Some(base) = &self.base else { return };
-        if self.mounted {
-            unmount(base);
-        }
-        let _ = std::fs::remove_dir_all(base);
     }
 }
 

@@ -57,6 +57,9 @@ fn quick_bench_runs_every_pipeline_and_each_recording_passes_ffprobe() {
         assert_eq!((probe["width"].as_u64(), probe["height"].as_u64()), (Some(1920), Some(1080)), "{name}: {probe}");
         assert!(probe["video_frames"].as_u64().unwrap() > 0, "{name}: {probe}");
         assert_eq!(probe["audio_codec"], "aac", "{name}: {probe}");
+        // The same audio in every row: Chromium's fake microphone is mono,
+        // and so are the Python receiver's input and the fake renderer's.
+        assert_eq!(probe["audio_channels"].as_u64(), Some(1), "{name}: {probe}");
         assert!(pipeline["cpu_s_per_recorded_minute"]["ffmpeg"].as_f64().unwrap() > 0.0, "{name}: {pipeline}");
     }
     let lane =
@@ -68,10 +71,21 @@ fn quick_bench_runs_every_pipeline_and_each_recording_passes_ffprobe() {
     assert!(json["date"].as_str().is_some_and(|d| d.ends_with("UTC")), "{}", json["date"]);
     assert!(json["load_average_windows"]["max"].as_f64().is_some(), "{}", json["load_average_windows"]);
     assert!(json["runs"].as_array().unwrap().iter().all(|r| r["load_average"].as_f64().is_some()), "{}", json["runs"]);
+    // Which filesystem the profiles were on: the huge-page tmpfs of their
+    // own when the test may mount (root), else /dev/shm, said either way.
+    let profiles = json["profile_filesystem"].as_str().expect("profile_filesystem");
+    if stderr.contains("warning: cannot mount a tmpfs with huge=within_size for the profiles") {
+        assert!(profiles.starts_with("/dev/shm (tmpfs"), "{profiles}");
+    } else {
+        assert_eq!(profiles, "a tmpfs of its own mounted huge=within_size", "{stderr}");
+    }
+    assert!(stdout.contains(&format!("Profiles: every browser's on {profiles}")), "{stdout}");
     assert!(
         json["headline"]
             .as_str()
-            .is_some_and(|h| h.contains("the CPU per recorded minute of the WebSocket-to-Python bot")),
+            .is_some_and(|h| h.contains("the CPU per recorded minute of the WebSocket-to-Python bot")
+                && h.contains(&format!("profiles on {profiles}"))
+                && h.contains("Targets (bridge-file against websocket-python, same run): whole bot <= 0.60x")),
         "{}",
         json["headline"]
     );

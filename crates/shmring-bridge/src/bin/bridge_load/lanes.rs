@@ -17,6 +17,7 @@ use serde_json::json;
 use shmring::{Consumer, RingConsumer, RingOptions};
 use shmring_bridge::chromium::{self, Chromium, Launch};
 use shmring_bridge::process_usage::{self, Usage};
+use shmring_bridge::profile_fs::{self, ProfileDir};
 use shmring_media::{AudioFrame, VideoFrame, KIND_AUDIO, KIND_VIDEO};
 
 use super::{Args, BridgeChild};
@@ -42,32 +43,6 @@ const PHASES: [Phase; 8] = [
     Phase { lane: "websocket", kind: "audio", huge: false, other_bridge: false },
     Phase { lane: "file", kind: "audio", huge: false, other_bridge: false },
 ];
-
-/// A tmpfs mounted with 2 MiB pages for the browsers' profiles, unmounted
-/// on drop.
-struct HugeTmpfs(PathBuf);
-
-impl HugeTmpfs {
-    fn mount(dir: PathBuf) -> Result<HugeTmpfs, String> {
-        use nix::mount::{mount, MsFlags};
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let options = "size=4g,mode=0700,huge=within_size";
-        match mount(Some("tmpfs"), &dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(options)) {
-            Ok(()) => Ok(HugeTmpfs(dir)),
-            Err(e) => {
-                let _ = std::fs::remove_dir(&dir);
-                Err(format!("cannot mount a tmpfs with huge pages ({e}); run as root for this phase"))
-            }
-        }
-    }
-}
-
-impl Drop for HugeTmpfs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount(&self.0);
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
 
 /// Bytes of a 1080p I420 message (header and planes).
 const FRAME_LEN: usize = 128 + 1920 * 1080 * 3 / 2;
@@ -241,16 +216,22 @@ pub fn run(args: &Args) -> serde_json::Value {
     let profiles = chromium::fresh_profile_dir();
     std::fs::create_dir_all(&profiles).expect("the profiles' directory");
     let consumer = Consumer::create_anonymous(&RingOptions::with_capacity(64 << 20)).expect("ring");
-    let huge = HugeTmpfs::mount(std::env::temp_dir().join(format!("shmring-huge-profiles-{}", std::process::id())));
+    let huge =
+        ProfileDir::mount(profile_fs::fresh_dir("shmring-huge-profiles")).map_err(|e| e.to_string()).and_then(|dir| {
+            match dir.mount_error() {
+                None => Ok(dir),
+                Some(e) => Err(format!("cannot mount a tmpfs with huge pages ({e}); run as root for this phase")),
+            }
+        });
     let mut bridge_args = vec!["--profile-dir".to_string(), profiles.display().to_string()];
     if let Ok(huge) = &huge {
-        bridge_args.extend(["--profile-dir".to_string(), huge.0.display().to_string()]);
+        bridge_args.extend(["--profile-dir".to_string(), huge.path().display().to_string()]);
     }
     let bridge = BridgeChild::start_with(&consumer, args, &bridge_args);
     let other_bridge = args.compare_bridge.as_ref().map(|path| BridgeChild::start_binary(&consumer, path));
     let mut memcpy = memcpy_per_frame();
     let (pwrite, pread) = file_copies_per_frame(&profiles);
-    let huge_copies = huge.as_ref().ok().map(|h| file_copies_per_frame(&h.0));
+    let huge_copies = huge.as_ref().ok().map(|h| file_copies_per_frame(h.path()));
     let seconds = args.chromium_seconds;
     let rounds = args.rounds.max(1);
     println!(
@@ -288,8 +269,8 @@ pub fn run(args: &Args) -> serde_json::Value {
             (None, true) => continue,
         };
         let base = match (&huge, phase.huge) {
-            (_, false) => &profiles,
-            (Ok(huge), true) => &huge.0,
+            (_, false) => profiles.as_path(),
+            (Ok(huge), true) => huge.path(),
             (Err(e), true) => {
                 println!("  {name:<13} {:<6} skipped: {e}", phase.kind);
                 rows.push(json!({"lane": phase.lane, "kind": phase.kind, "huge_pages": true, "skipped": e}));
