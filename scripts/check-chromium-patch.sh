@@ -10,7 +10,7 @@
 #
 # With --compile it compiles, with Chromium's own build, every translation
 # unit and Rust target the series adds or changes: see
-# scripts/compile-chromium-patch.sh (hours of CPU and about 30 GB in DIR the
+# scripts/compile-chromium-patch.sh (about an hour on 2 cores and 12 GB in DIR the
 # first time).
 #
 # Environment:
