@@ -37,6 +37,8 @@ pub struct Counters {
     pub corrupt: AtomicU64,
     /// Caps changes after the first.
     pub renegotiations: AtomicU64,
+    /// Waits on the ring that `unlock` (flushing, stopping) cut short.
+    pub interrupted_waits: AtomicU64,
 }
 
 impl Counters {
@@ -49,7 +51,7 @@ impl Counters {
     }
 
     /// Every counter with its name in `stats`.
-    fn named(&self) -> [(&'static str, &AtomicU64); 13] {
+    fn named(&self) -> [(&'static str, &AtomicU64); 14] {
         [
             ("buffers", &self.buffers),
             ("in-place", &self.in_place),
@@ -64,6 +66,7 @@ impl Counters {
             ("invalid", &self.invalid),
             ("corrupt", &self.corrupt),
             ("renegotiations", &self.renegotiations),
+            ("interrupted-waits", &self.interrupted_waits),
         ]
     }
 

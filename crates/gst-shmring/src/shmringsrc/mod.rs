@@ -41,7 +41,7 @@
 //!   buffer `DISCONT` and is counted (`missing`). The latency query is
 //!   answered with one frame (or audio chunk) as the minimum.
 //! - **Ending**: `unlock` (flushing, stopping) interrupts a wait on the
-//!   ring at once (`shmring::Interrupter`). An error of the ring (a ring that refuses records
+//!   ring at once (`shmring::Interrupter`; counted, `interrupted-waits`). An error of the ring (a ring that refuses records
 //!   again and again, a ring removed while nothing arrives, `timeout`
 //!   without a frame) is posted as an error message with the library's
 //!   text. With `eos-when-producers-leave`, the element ends the stream

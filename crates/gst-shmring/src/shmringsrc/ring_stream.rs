@@ -38,6 +38,9 @@ pub enum Waited<'a> {
     Frame(Received<'a>),
     /// Nothing arrived within the slice.
     Nothing,
+    /// The wait ended before its slice did, with nothing: an
+    /// [`Interrupter`](shmring::Interrupter) cut it short (`unlock`).
+    Interrupted,
     /// The ring refused a record (counted, stepped over): the text to warn
     /// with.
     Corrupt(String),
@@ -117,6 +120,9 @@ impl RingStream {
             }
             let frame = match consumer.recv_timeout(deadline - now) {
                 Ok(Some(frame)) => frame,
+                // `recv_timeout` gives nothing before its deadline only
+                // when interrupted.
+                Ok(None) if Instant::now() < deadline => return Ok(Waited::Interrupted),
                 Ok(None) => break,
                 Err(Error::Corrupt { position, reason }) => {
                     Counters::bump(&counters.corrupt);

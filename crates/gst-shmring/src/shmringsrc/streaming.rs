@@ -135,6 +135,10 @@ impl ShmringSrc {
                     return Err(gst::FlowError::Error);
                 }
                 Ok(Waited::Nothing) => continue,
+                Ok(Waited::Interrupted) => {
+                    Counters::bump(&self.counters.interrupted_waits);
+                    continue;
+                }
                 Ok(Waited::Corrupt(text)) => {
                     gst::element_imp_warning!(
                         self,
